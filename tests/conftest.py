@@ -1,0 +1,55 @@
+"""Shared test fixtures.
+
+Tests that need the real Fashion-MNIST or a browser skip on a developer's machine without them, but fail
+under CI=true (`.ci/run` installs both).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+CHROMIUM = Path("/usr/bin/chromium")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip the calling test when `condition` is false, or fail under CI=true."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true (.ci/run installs it)")
+    pytest.skip(f"{what} is not installed")
+
+
+@pytest.fixture
+def real_fmnist() -> Path:
+    """The Debian copy of Fashion-MNIST (package dataset-fashion-mnist)."""
+    require((FMNIST_DIR / "train-images-idx3-ubyte.gz").exists(), f"Fashion-MNIST in {FMNIST_DIR}")
+    return FMNIST_DIR
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's Chromium, for the report's browser test."""
+    require(CHROMIUM.exists(), f"Chromium at {CHROMIUM}")
+    return CHROMIUM
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    from resnetlab.cli import main
+
+    def _run(*argv: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run

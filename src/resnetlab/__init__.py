@@ -20,7 +20,10 @@ _EXPORTS = {
     "evaluate": "resnetlab.engine",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "__version__", "list_models", "create_model", "load_dataset", "ImageSet",
+    "train", "load_config", "load_checkpoint", "evaluate",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from resnetlab.data import ImageSet, load_dataset

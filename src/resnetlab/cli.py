@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -271,6 +272,7 @@ def _parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
+    logging.basicConfig(format="resnetlab: %(message)s", level=logging.INFO, stream=sys.stderr)
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)

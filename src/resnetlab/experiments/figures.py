@@ -1,0 +1,159 @@
+"""Sweep figures: the paper's Figure 6 layout, error against depth, or error against any grid key.
+
+Drawn with matplotlib's object API (`Figure` + `savefig`), so no backend or pyplot state is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from resnetlab.experiments.aggregate import PointStats
+from resnetlab.experiments.spec import SweepSpec, format_value, grid_labels, point_label
+
+logger = logging.getLogger(__name__)
+
+MODEL_KEY = "model.name"
+FAMILY_RE = re.compile(r"^(plain|resnet)(\d+)$")
+FAMILY_TITLES = {"plain": "plain", "resnet": "ResNet"}
+DPI = 120
+
+
+def family_depth(name: Any) -> tuple[str, int] | None:
+    """`("plain", 20)` for "plain20", `("resnet", 110)` for "resnet110"; None for other names."""
+    match = FAMILY_RE.match(str(name))
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def draw_figures(out: Path, spec: SweepSpec, points: Sequence[PointStats]) -> list[Path]:
+    """Draw every figure that fits the grid into `out`; returns the files written.
+
+    A grid over `model.name` alone whose names are plain*/resnet* gets figure6.png and error_vs_depth.png;
+    any other grid gets error_vs_<first grid key>.png (one line per combination of the other keys).
+    """
+    varying = [k for k, values in spec.grid.items() if len(values) > 1]
+    names = spec.grid.get(MODEL_KEY, [])
+    if varying == [MODEL_KEY] and all(family_depth(n) for n in names):
+        return [figure6(points, out / "figure6.png"), error_vs_depth(points, out / "error_vs_depth.png")]
+    if MODEL_KEY in varying:
+        logger.info("figure6.png needs a grid over plain*/resnet* names only; drawing error against %s", varying[0])
+    key = varying[0] if varying else next(iter(spec.grid))
+    label = grid_labels(list(spec.grid))[key] or "model"
+    return [error_vs_key(spec, points, key, out / f"error_vs_{label.replace('.', '-')}.png")]
+
+
+def figure6(points: Sequence[PointStats], path: Path) -> Path:
+    """Plain nets left, residual nets right; training error thin and dashed, validation error bold, against
+    iterations, one colour per depth (the same colour in both panels); curves are the mean over seeds."""
+    depths = sorted({family_depth(p.values[MODEL_KEY])[1] for p in points})
+    colours = {d: f"C{i % 10}" for i, d in enumerate(depths)}
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, family in zip(axes, ("plain", "resnet"), strict=True):
+        for p in sorted(points, key=lambda p: family_depth(p.values[MODEL_KEY])[1]):
+            fam, depth = family_depth(p.values[MODEL_KEY])
+            if fam != family:
+                continue
+            steps, train_err, val_err = mean_curves(p)
+            name = f"{FAMILY_TITLES[fam]}-{depth}"
+            ax.plot(steps, train_err, color=colours[depth], linewidth=0.8, linestyle="--")
+            if val_err:
+                ax.plot(steps, val_err, color=colours[depth], linewidth=2.2, label=name)
+            else:
+                ax.plot([], [], color=colours[depth], linewidth=2.2, label=f"{name} (no validation split)")
+        ax.set_title("plain networks" if family == "plain" else "residual networks (ResNet)")
+        ax.set_xlabel("iterations")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=8)
+    axes[0].set_ylabel("error (%)")
+    axes[0].set_ylim(bottom=0)
+    fig.suptitle("Figure 6 layout (He et al. 2016): dashed = training error, bold = validation error, mean over "
+                 "seeds.\nThe paper drew test error; we never read the test split during training.", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def error_vs_depth(points: Sequence[PointStats], path: Path) -> Path:
+    """Final-model test error (mean ± sample std over seeds) against depth, plain against residual."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    all_depths: set[int] = set()
+    for i, family in enumerate(("plain", "resnet")):
+        rows = sorted((family_depth(p.values[MODEL_KEY])[1], p.errors("test_acc_final")) for p in points
+                      if family_depth(p.values[MODEL_KEY])[0] == family and p.errors("test_acc_final"))
+        if rows:
+            depths = [d for d, _ in rows]
+            ax.errorbar(depths, [statistics.fmean(e) for _, e in rows], yerr=[_std(e) for _, e in rows],
+                        marker="o", capsize=4, color=f"C{i}", label=FAMILY_TITLES[family])
+            all_depths.update(depths)
+    ax.set_xticks(sorted(all_depths))
+    ax.set_xlabel("depth (layers)")
+    ax.set_ylabel("test error of the final model (%)")
+    ax.set_title("Test error against depth (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def error_vs_key(spec: SweepSpec, points: Sequence[PointStats], key: str, path: Path) -> Path:
+    """Final-model test error (mean ± std) against the values of grid key `key`; one line per combination of
+    the other grid keys. Numeric values are placed on a numeric axis (log when they span 8x or more)."""
+    values = spec.grid[key]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    position = {format_value(v): (v if numeric else i) for i, v in enumerate(values)}
+    series: dict[str, list[tuple[float, list[float]]]] = {}
+    for p in points:
+        rest = {k: v for k, v in p.values.items() if k != key}
+        series.setdefault(point_label(rest) if rest else "", []).append(
+            (position[format_value(p.values[key])], p.errors("test_acc_final")))
+    fig = Figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    for label, rows in series.items():
+        rows = sorted((x, e) for x, e in rows if e)
+        if rows:
+            ax.errorbar([x for x, _ in rows], [statistics.fmean(e) for _, e in rows], yerr=[_std(e) for _, e in rows],
+                        marker="o", capsize=4, label=label or None)
+    if numeric and min(values) > 0 and max(values) / min(values) >= 8:
+        ax.set_xscale("log")
+    ax.set_xticks(list(position.values()), [format_value(v) for v in values])
+    ax.set_xlabel(key)
+    ax.set_ylabel("test error of the final model (%)")
+    ax.set_title(f"Test error against {key} (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    if any(series):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def mean_curves(point: PointStats) -> tuple[list[int], list[float], list[float]]:
+    """Training and validation error (%) at the evaluation steps every seed of the point logged, averaged over
+    seeds; the validation list is empty when the runs had no validation split."""
+    per_run = [{row["step"]: row for row in r.curve if "step" in row} for r in point.runs]
+    steps = sorted(set.intersection(*(set(rows) for rows in per_run))) if per_run else []
+
+    def mean_error(field: str) -> list[float]:
+        out = []
+        for step in steps:
+            accs = [rows[step].get(field) for rows in per_run]
+            if any(a is None for a in accs):
+                return []
+            out.append(100.0 * (1.0 - statistics.fmean(accs)))
+        return out
+
+    return steps, mean_error("train_acc"), mean_error("val_acc")
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0

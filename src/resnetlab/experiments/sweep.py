@@ -1,0 +1,270 @@
+"""`resnetlab sweep`: a grid of configs x seeds, every run an ordinary run directory, then tables and figures.
+
+Spec (YAML; shipped ones in `resnetlab/sweeps/` are addressed by name, see `spec.py` for every field):
+
+```yaml
+recipe: fmnist-fast                            # base recipe (name or YAML path)
+set: {train.epochs: 3}                         # fixed dotted overrides for every run
+grid: {model.name: [plain20, resnet20]}        # dotted key -> values; every combination is a point
+seeds: [0, 1, 2]                               # each point runs once per seed (train.seed)
+```
+
+Layout of `--out DIR`: DIR/sweep.yaml (the spec, so `--aggregate DIR` needs nothing else),
+DIR/runs/<name>/ (one run directory per point and seed, e.g. `plain20_seed1`), DIR/logs/<name>.log (output of
+runs started as subprocesses), DIR/results.csv, DIR/results.md and the figures (see `aggregate.py`).
+
+Re-running the same command completes a sweep: a run with summary.json is finished and skipped, one with
+checkpoints/last.pt is resumed (`resume=True`, bit-exact on CPU), any other leftover directory (a run that
+died before its first checkpoint) starts over. With `jobs=1` runs are trained one after another in this
+process; with `jobs=N` as N `python -m resnetlab train` subprocesses at once, which isolates their failures:
+on CPU each gets `train.threads = cores // N` (unless the spec sets it), with several GPUs each job slot is
+pinned to one GPU through CUDA_VISIBLE_DEVICES. A failed run is logged and the others go on; at the end the
+tables are built from whatever finished and the sweep raises TrainingFailed (exit code 1) if any run failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from resnetlab.errors import Interrupted, TrainingFailed, UserError
+from resnetlab.experiments.aggregate import RUNS_DIR, SPEC_FILE, aggregate
+from resnetlab.experiments.spec import RunPoint, SweepSpec, expand, load_spec, parse_spec
+
+logger = logging.getLogger(__name__)
+
+LOGS_DIR = "logs"
+POLL_S = 0.5  # how often the subprocess scheduler looks for finished runs
+
+
+@dataclass(frozen=True)
+class Task:
+    """A run still to do: its point, its directory and whether it continues from checkpoints/last.pt."""
+
+    point: RunPoint
+    run_dir: Path
+    resume: bool
+
+
+def run_sweep(spec: str | Path, out_dir: str | Path, jobs: int = 1) -> Path:
+    """Run (or complete) every point x seed of a sweep, then aggregate.
+
+    Args:
+        spec: a shipped sweep name (`resnetlab/sweeps/NAME.yaml`) or the path of a spec YAML file.
+        out_dir: the sweep directory; re-running with the same one skips finished runs and resumes the others.
+        jobs: runs at once (1 = one after another in this process; N > 1 = N subprocesses).
+
+    Returns:
+        The path of DIR/results.md.
+
+    Raises:
+        UserError: a bad spec (unknown recipe or key, empty grid), or `out_dir` holds a different sweep.
+        TrainingFailed: some runs failed (the tables still hold the finished ones); re-run to retry them.
+    """
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1; got {jobs}")
+    parsed = load_spec(spec)
+    points = expand(parsed)
+    check_spec(parsed, points)
+    out = Path(out_dir)
+    _claim_dir(out, parsed)
+    tasks = plan(out, points)
+    logger.info("sweep %s: %d runs, %d finished, %d to run (%d resumed)", parsed.name, len(points),
+                len(points) - len(tasks), len(tasks), sum(t.resume for t in tasks))
+    started = time.monotonic()
+    if jobs == 1:
+        failed = [t.point.name for t in tasks if not _train_in_process(parsed, t)]
+    else:
+        failed = _run_subprocesses(parsed, tasks, jobs, out / LOGS_DIR)
+    logger.info("sweep %s: ran %d runs in %.0f s", parsed.name, len(tasks), time.monotonic() - started)
+    table = aggregate(out)
+    if failed:
+        raise TrainingFailed(f"{len(failed)} of {len(points)} runs failed ({', '.join(failed)}); the logs say why, "
+                             f"re-run the same command to retry them")
+    return table
+
+
+def check_spec(spec: SweepSpec, points: list[RunPoint]) -> None:
+    """Resolve every run's config up front so that a bad recipe, key or value fails before any training."""
+    from resnetlab.engine.config import load_config
+
+    for point in points:
+        try:
+            load_config(spec.recipe, point.overrides(spec))
+        except UserError as exc:
+            raise UserError(f"sweep {spec.name}, run {point.name}: {exc}") from None
+
+
+def plan(out: Path, points: list[RunPoint]) -> list[Task]:
+    """The runs still to do: finished ones (summary.json) are skipped, ones with last.pt resumed, and a leftover
+    directory without a checkpoint (the run died before saving anything) is removed so the run starts over."""
+    tasks = []
+    for point in points:
+        run_dir = out / RUNS_DIR / point.name
+        if (run_dir / "summary.json").is_file():
+            continue
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        if run_dir.exists() and not resume:
+            logger.info("%s has no checkpoint to resume from; starting it over", run_dir)
+            shutil.rmtree(run_dir)
+        tasks.append(Task(point, run_dir, resume))
+    return tasks
+
+
+def _claim_dir(out: Path, spec: SweepSpec) -> None:
+    """Write DIR/sweep.yaml, or check that the one there is this same sweep (so skipped runs are really its)."""
+    path = out / SPEC_FILE
+    if path.is_file():
+        existing = parse_spec(yaml.safe_load(path.read_text()), name=spec.name)
+        if existing.to_dict() != spec.to_dict():
+            raise UserError(f"{out} holds another sweep ({path} differs from this spec); use a new --out DIR")
+        return
+    (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+
+
+# ------------------------------------------------------------------------------------------- one process
+
+
+def _train_in_process(spec: SweepSpec, task: Task) -> bool:
+    """Train one run with the engine in this process; True when it finished. Failures are logged, not raised,
+    except an interrupt (Ctrl-C / SIGTERM), which stops the whole sweep."""
+    from resnetlab.engine.config import load_config
+    from resnetlab.engine.trainer import train
+
+    name = task.point.name
+    logger.info("%s %s", "resuming" if task.resume else "training", name)
+    try:
+        cfg = load_config(spec.recipe, [*task.point.overrides(spec), f"train.out_dir={task.run_dir}"])
+        train(cfg, resume=task.resume)
+    except (Interrupted, KeyboardInterrupt):
+        raise
+    except (UserError, TrainingFailed) as exc:
+        logger.error("run %s failed: %s", name, exc)
+        return False
+    except Exception:  # a bug or an out-of-memory in one run must not lose the rest of the sweep
+        logger.exception("run %s failed", name)
+        return False
+    return (task.run_dir / "summary.json").is_file()
+
+
+# -------------------------------------------------------------------------------------------- subprocesses
+
+
+def train_command(spec: SweepSpec, task: Task) -> list[str]:
+    """The `python -m resnetlab train` command line of one run."""
+    command = [sys.executable, "-m", "resnetlab", "train", "--recipe", spec.recipe, "--out", str(task.run_dir)]
+    for override in task.point.overrides(spec):
+        command += ["--set", override]
+    return command + (["--resume"] if task.resume else [])
+
+
+def _slot_env(slot: int, jobs: int, spec: SweepSpec, gpus: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Environment and extra overrides for job slot `slot`: its own GPU where there are several, else a share of
+    the CPU threads (N processes each using every core would fight over them)."""
+    env = dict(os.environ)
+    extra = []
+    if len(gpus) > 1:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
+    if "train.threads" not in spec.fixed and "train.threads" not in spec.grid:
+        extra.append(f"train.threads={max(1, (os.cpu_count() or 1) // jobs)}")
+    return env, extra
+
+
+def _visible_gpus() -> list[str]:
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _run_subprocesses(spec: SweepSpec, tasks: list[Task], jobs: int, logs: Path) -> list[str]:
+    """Run `tasks` as at most `jobs` subprocesses at once; returns the names of the runs that failed.
+
+    Children run in their own session, so a terminal's Ctrl-C reaches only this process, which passes SIGINT (or
+    a SIGTERM it got) on to every running child exactly once, waits for them to save their checkpoints, then
+    raises the interrupt.
+    """
+    logs.mkdir(parents=True, exist_ok=True)
+    gpus = _visible_gpus()
+    pending, running, failed = list(tasks), {}, []
+    free = list(range(jobs))
+    with _sigterm_raises():
+        try:
+            while pending or running:
+                while pending and free:
+                    slot, task = free.pop(0), pending.pop(0)
+                    running[slot] = (task, _launch(spec, task, slot, jobs, gpus, logs))
+                time.sleep(POLL_S)
+                for slot, (task, proc) in list(running.items()):
+                    if proc.poll() is None:
+                        continue
+                    del running[slot]
+                    free.append(slot)
+                    if not _finished_ok(task, proc.returncode, logs):
+                        failed.append(task.point.name)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            for _, proc in running.values():
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+            for _, proc in running.values():
+                proc.wait()
+            raise
+    return failed
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the scheduler waits, SIGTERM raises Interrupted (so the children are stopped cleanly) instead of
+    killing this process and orphaning them; the previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum, "sweep stopped by SIGTERM; running runs saved their checkpoints, "
+                                  "re-run the same command to resume")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _launch(spec: SweepSpec, task: Task, slot: int, jobs: int, gpus: list[str], logs: Path) -> subprocess.Popen:
+    env, extra = _slot_env(slot, jobs, spec, gpus)
+    command = train_command(spec, task) + [arg for o in extra for arg in ("--set", o)]
+    logger.info("%s %s (log: %s)", "resuming" if task.resume else "training", task.point.name,
+                logs / f"{task.point.name}.log")
+    with (logs / f"{task.point.name}.log").open("ab") as log:
+        # The child inherits the file descriptor; closing ours right away is fine.
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+
+
+def _finished_ok(task: Task, returncode: int, logs: Path) -> bool:
+    name = task.point.name
+    if returncode == 0 and (task.run_dir / "summary.json").is_file():
+        logger.info("finished %s", name)
+        return True
+    log = logs / f"{name}.log"
+    lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+    reason = lines[-1] if lines else f"exit code {returncode}"
+    logger.error("run %s failed (exit code %d): %s", name, returncode, reason)
+    return False

@@ -1,0 +1,39 @@
+"""The training engine: config and recipes, the training loop, checkpoints, evaluation.
+
+Exports are resolved lazily, so that `resnetlab train --print-config` does not import the whole stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "train": "resnetlab.engine.trainer",
+    "RunResult": "resnetlab.engine.trainer",
+    "Config": "resnetlab.engine.config",
+    "load_config": "resnetlab.engine.config",
+    "format_config": "resnetlab.engine.config",
+    "list_recipes": "resnetlab.engine.config",
+    "load_checkpoint": "resnetlab.engine.checkpoint",
+    "read_checkpoint": "resnetlab.engine.checkpoint",
+    "evaluate": "resnetlab.engine.evaluate",
+}
+
+__all__ = [
+    "Config", "RunResult", "evaluate", "format_config", "list_recipes", "load_checkpoint", "load_config",
+    "read_checkpoint", "train",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
+    from resnetlab.engine.config import Config, format_config, list_recipes, load_config
+    from resnetlab.engine.evaluate import evaluate
+    from resnetlab.engine.trainer import RunResult, train
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'resnetlab.engine' has no attribute {name!r}")

@@ -1,0 +1,150 @@
+"""One checkpoint format: a dict of tensors and plain Python values, written atomically.
+
+Only tensors and plain values go in, so `torch.load(weights_only=True)` reads it: loading a checkpoint
+never runs code. Keys (FORMAT_VERSION 1): model (state dict, unwrapped from DDP/compile), optimizer,
+scheduler, scaler, step, epoch, best, rng, loader, metrics, train_time_s, config (plain nested dict),
+classes, normalization ({mean, std} as plain lists), in_chans, image_size, num_classes, format_version.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from resnetlab.errors import UserError
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("model", "config", "classes", "normalization", "in_chans", "num_classes", "format_version")
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write `state` to `path` atomically: a temp file in the same folder, fsync, then os.replace.
+
+    A reader (or a crash) sees either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    # The rename itself is durable only once the directory entry is flushed (POSIX; a no-op elsewhere).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict at `path`, on the CPU, read with `weights_only=True`.
+
+    Raises:
+        UserError: the file is missing, truncated, corrupt or not a resnetlab checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zipfile/pickle/EOF/RuntimeError all mean "not a readable checkpoint"
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({reason}); use another one "
+                        "(e.g. checkpoints/best.pt) or retrain") from None
+    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
+        raise UserError(f"{path} is not a resnetlab checkpoint (a state dict alone goes to --weights)")
+    if state["format_version"] > FORMAT_VERSION:
+        raise UserError(f"{path} has checkpoint format {state['format_version']}; upgrade resnetlab to read it")
+    return state
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of a checkpoint, ready for inference, and what to know about it.
+
+    Args:
+        path: a checkpoint file, or a run directory (its checkpoints/best.pt).
+
+    Returns:
+        (model in eval mode on the CPU, info) where info holds classes, normalization ({mean, std}),
+        config (nested dict), in_chans, image_size, num_classes, step, epoch and best.
+    """
+    from resnetlab.engine.builders import build_model
+    from resnetlab.engine.config import config_from_dict
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt"
+    state = read_checkpoint(path)
+    cfg = config_from_dict(state["config"])
+    cfg.model.weights = None  # the checkpoint's own weights replace whatever the run started from
+    model = build_model(cfg, in_chans=state["in_chans"], num_classes=state["num_classes"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{path} does not match model {cfg.model.name} ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    info = {key: state.get(key) for key in ("classes", "normalization", "config", "in_chans", "image_size",
+                                            "num_classes", "step", "epoch", "best")}
+    info["path"] = str(path)
+    return model, info
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
+# ------------------------------------------------------------------------------------------------ RNG
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every global random state (python, numpy, torch, cuda) as tensors and plain lists."""
+    version, mt_state, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [np_name, torch.from_numpy(np.asarray(np_keys, dtype=np.int64)), int(np_pos),
+                  int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Restore what `capture_rng()` returned."""
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

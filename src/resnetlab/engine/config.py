@@ -1,0 +1,455 @@
+"""The run configuration: one tree of typed dataclasses, named YAML recipes as defaults, dotted overrides.
+
+A recipe (src/resnetlab/recipes/NAME.yaml, or any YAML file such as a run's config.yaml) is a nested
+mapping of the sections below plus a `description:` line; `extends: OTHER` starts from another recipe, so
+variants are data rather than copies. Overrides are `dotted.key=value` strings whose value is parsed as
+YAML and then checked against the field's type.
+
+Iteration counts in the schedule (`milestones`, `step_size`, `warmup_iters`) accept either an iteration
+number (>= 1) or a fraction of the total iterations (a number in (0, 1)), so a recipe written as
+"divide at 1/2 and 3/4 of training" still means that when `--epochs` changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from resnetlab.errors import UserError
+
+DEFAULT_RECIPE = "fmnist-fast"
+_RECIPE_META_KEYS = ("description", "extends")
+
+
+@dataclass
+class ModelConfig:
+    """Which network to build (see `resnetlab models`)."""
+
+    name: str = "resnet20"
+    shortcut: Literal["A", "B"] | None = None  # CIFAR nets: None = the model's default (A, as in the paper)
+    stem: Literal["imagenet", "cifar"] | None = None  # resnet18..152: None = the model's default
+    zero_init_residual: bool = False  # zero the last BN of each block (arXiv 1706.02677)
+    weights: str | None = None  # start from this state dict (--weights)
+    options: dict[str, Any] = field(default_factory=dict)  # any other create_model keyword
+
+
+@dataclass
+class DataConfig:
+    """The data set, its validation split, batching and augmentation."""
+
+    name: str = "fashion-mnist"
+    root: str | None = None  # --data-dir; None = $RESNETLAB_DATA or ~/.cache/resnetlab/data
+    download: bool = False
+    coarse: bool = False  # cifar100: the 20 super-classes
+    val_size: int = 5000  # carved from the official train split; 0 = no validation split
+    batch_size: int = 128
+    image_size: int | None = None  # resize when loading (stored at this size in memory)
+    channels: int | None = None  # convert to 1 or 3 channels when loading
+    crop_padding: int = 0  # pad-and-random-crop by this many pixels
+    flip: bool = False  # random horizontal flip
+    translate: int = 0  # random translation by up to this many pixels
+    cutout: int = 0  # side of a random square set to zero (0 = off)
+    resize: int | None = None  # resize each batch on the device (e.g. 28 -> 96 px without 96-px copies in memory)
+    normalize: Literal["channel", "pixel"] = "channel"  # per-channel mean/std, or the paper's per-pixel mean
+
+
+@dataclass
+class OptimConfig:
+    """The optimizer."""
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.1  # peak learning rate (for the global batch after dist.lr_scaling)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    no_weight_decay_bn_bias: bool = False  # exempt BatchNorm weights and all biases from weight decay
+
+
+@dataclass
+class ScheduleConfig:
+    """The learning rate as a function of the iteration (stepped every iteration), plus warm-up."""
+
+    name: Literal["multistep", "step", "cosine", "onecycle", "plateau", "constant"] = "multistep"
+    milestones: list[int | float] = field(default_factory=list)  # multistep: iterations or fractions
+    gamma: float = 0.1  # multistep/step/plateau: multiply the lr by this
+    step_size: int | float = 0  # step: every this many iterations (or this fraction of them)
+    min_lr: float = 0.0  # cosine/plateau floor
+    pct_start: float = 0.3  # onecycle: fraction of the iterations spent rising
+    div_factor: float = 25.0  # onecycle: start at lr / div_factor
+    final_div_factor: float = 1e4  # onecycle: end at lr / (div_factor * final_div_factor)
+    patience: int = 5  # plateau: evaluations without improvement of the validation loss
+    threshold: float = 1e-4  # plateau: relative improvement that counts
+    warmup_iters: int | float = 0  # iterations (or fraction) of warm-up before the schedule
+    warmup_mode: Literal["linear", "constant"] = "linear"
+    warmup_lr: float = 0.0  # linear: the lr at iteration 0; constant: the lr during warm-up
+
+
+@dataclass
+class TrainConfig:
+    """The training loop, its device and its outputs."""
+
+    epochs: int = 10
+    iters: int = 0  # total iterations; 0 = epochs x batches per epoch
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto = bf16 on CUDA with bf16, fp16 on other CUDA, off else
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    freeze_bn: bool = False  # BatchNorm layers keep their running statistics (eval mode) while training
+    eval_every: int = 0  # iterations between validations; 0 = once per epoch
+    log_every: int = 50  # iterations between progress updates (bar postfix, plain log lines)
+    top_k: int = 0  # also keep the k best checkpoints by validation accuracy
+    out_dir: str | None = None  # RUN_DIR (--out)
+    quiet: bool = False
+    threads: int = 0  # CPU threads; 0 = one per physical core
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation of the validation and test splits."""
+
+    batch_size: int = 512
+    tta: bool = False  # test-time augmentation: average with the flipped image
+
+
+@dataclass
+class DistConfig:
+    """Several processes under torchrun (ignored in a single process)."""
+
+    batch_size: Literal["per_device", "global"] = "global"  # how data.batch_size is meant
+    lr_scaling: Literal["none", "linear"] = "none"  # linear: lr x (global batch / data.batch_size)
+    sync_bn: bool = False
+    timeout_s: int = 600  # a collective that waits longer than this fails instead of hanging
+
+
+@dataclass
+class Config:
+    """The whole run configuration; `recipe` records where its defaults came from."""
+
+    recipe: str = DEFAULT_RECIPE
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+
+# ----------------------------------------------------------------------------------------------- recipes
+
+
+def _recipe_dir() -> Path:
+    return Path(str(resources.files("resnetlab") / "recipes"))
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    """The shipped recipes as (name, description), sorted by name."""
+    out = []
+    for path in sorted(_recipe_dir().glob("*.yaml")):
+        data = _read_yaml(path)
+        out.append((path.stem, str(data.get("description", ""))))
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of config sections (model:, data:, optim:, ...)")
+    return data
+
+
+def _recipe_path(recipe: str) -> Path:
+    if recipe.endswith((".yaml", ".yml")) or "/" in recipe:
+        path = Path(recipe).expanduser()
+        if not path.is_file():
+            raise UserError(f"recipe file {recipe} does not exist")
+        return path
+    path = _recipe_dir() / f"{recipe}.yaml"
+    if not path.is_file():
+        names = ", ".join(name for name, _ in list_recipes())
+        raise UserError(f"unknown recipe {recipe!r}; known recipes: {names} (or pass a YAML file)")
+    return path
+
+
+def _resolve_recipe(recipe: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The recipe's nested mapping with its `extends:` chain merged in (the recipe's own keys win)."""
+    if recipe in seen:
+        raise UserError(f"recipe {recipe!r} extends itself (chain: {' -> '.join((*seen, recipe))})")
+    data = _read_yaml(_recipe_path(recipe))
+    base = data.get("extends")
+    merged = _resolve_recipe(str(base), (*seen, recipe)) if base else {}
+    return _merge(merged, {k: v for k, v in data.items() if k not in _RECIPE_META_KEYS})
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------- typed values
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(str(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """`value` checked against the annotation `tp` (int accepted for float); raises UserError naming `key`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        if value in args:
+            return value
+        raise UserError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+    if origin in (types.UnionType, typing.Union):
+        for member in args:
+            try:
+                return _coerce(value, member, key)
+            except UserError:
+                continue
+        raise UserError(f"{key} must be {_type_name(tp)}; got {value!r}")
+    if origin is list:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        return [_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(items)]
+    if origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    raise UserError(f"{key} must be {_type_name(tp)}; got {value!r}")
+
+
+def _is_str_field(tp: Any) -> bool:
+    args = typing.get_args(tp) if typing.get_origin(tp) in (types.UnionType, typing.Union) else (tp,)
+    return str in args
+
+
+# ------------------------------------------------------------------------------------ dict <-> Config
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as a plain nested dict (what config.yaml and checkpoints hold)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any], *, base: Config | None = None) -> Config:
+    """A Config from a nested dict (keys missing from `data` keep their value in `base` or the defaults)."""
+    cfg = copy.deepcopy(base) if base is not None else Config()
+    for key, value in data.items():
+        if key in _RECIPE_META_KEYS:
+            continue
+        if isinstance(value, dict) and _section(cfg, key) is not None:
+            for sub, subvalue in value.items():
+                _set_key(cfg, f"{key}.{sub}", subvalue)
+        else:
+            _set_key(cfg, key, value)
+    return cfg
+
+
+def _section(cfg: Config, name: str) -> Any:
+    value = getattr(cfg, name, None)
+    return value if dataclasses.is_dataclass(value) else None
+
+
+def _known_keys(obj: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += _known_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _unknown_key_message(cfg: Config, key: str) -> str:
+    known = _known_keys(cfg)
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    section = key.split(".")[0]
+    if _section(cfg, section) is not None:
+        return f"unknown config key {key!r}; {hint}keys of {section}: {' '.join(_known_keys(_section(cfg, section)))}"
+    sections = [f.name for f in dataclasses.fields(cfg)]
+    return f"unknown config key {key!r}; {hint}keys start with one of: {' '.join(sections)} (see --print-config)"
+
+
+def _set_key(cfg: Config, key: str, value: Any, raw: str | None = None) -> None:
+    """Set dotted `key` to `value` (checked against the field's type); `raw` is the unparsed override text."""
+    *path, name = key.split(".")
+    obj: Any = cfg
+    for part in path:
+        obj = _section(obj, part)
+        if obj is None:
+            break
+    if obj is None or not any(f.name == name for f in dataclasses.fields(obj)):
+        raise UserError(_unknown_key_message(cfg, key))
+    if dataclasses.is_dataclass(getattr(obj, name)):
+        example = _known_keys(getattr(obj, name), key + ".")[0]
+        raise UserError(f"{key} is a section; set its keys instead, e.g. {example}=...")
+    tp = _field_types(type(obj))[name]
+    if raw is not None and _is_str_field(tp) and not isinstance(value, str) and value is not None:
+        value = raw  # a path or name such as "runs/2024" or "yes" stays the text the user typed
+    setattr(obj, name, _coerce(value, tp, key))
+
+
+# -------------------------------------------------------------------------------------------- loading
+
+
+def load_config(recipe: str | None, overrides: list[str] | None = None) -> Config:
+    """Resolve a recipe and overrides into a validated Config.
+
+    Args:
+        recipe: a recipe name (see `list_recipes()`), a path to a YAML file, or None for `fmnist-fast`.
+        overrides: `dotted.key=value` strings applied in order; values are parsed as YAML.
+
+    Returns:
+        The config.
+
+    Raises:
+        UserError: unknown recipe or key, a value of the wrong type, or an impossible setting.
+    """
+    name = recipe or DEFAULT_RECIPE
+    data = _resolve_recipe(name)
+    cfg = config_from_dict(data)
+    if "recipe" not in data:
+        cfg.recipe = name
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"an override must look like key=value (e.g. optim.lr=0.05); got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        _set_key(cfg, key.strip(), value, raw=text)
+    validate(cfg)
+    return cfg
+
+
+def format_config(cfg: Config) -> str:
+    """Every dotted key with its value, one per line (what `--print-config` shows)."""
+    lines = []
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{f.name}.")
+            else:
+                lines.append(f"{prefix}{f.name} = {_format_value(value)}")
+
+    walk(cfg, "")
+    return "\n".join(lines)
+
+
+def _format_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip().removesuffix("\n...").strip()
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text (RUN_DIR/config.yaml); `--recipe` that file reproduces the run."""
+    header = {"description": f"resolved config of a run (recipe {cfg.recipe})"}
+    return yaml.safe_dump(header, sort_keys=False) + yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------- validation
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Refuse impossible settings up front with one line that says what to do."""
+    o, s, t, d = cfg.optim, cfg.schedule, cfg.train, cfg.data
+    _check(o.lr > 0, f"optim.lr must be positive; got {o.lr}")
+    _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1); got {o.momentum}")
+    _check(not o.nesterov or (o.name == "sgd" and o.momentum > 0), "optim.nesterov needs optim.name=sgd, momentum > 0")
+    _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {o.weight_decay}")
+    betas_ok = len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas)
+    _check(betas_ok, f"optim.betas must be two numbers in [0, 1); got {o.betas}")
+    _check(d.batch_size >= 1, f"data.batch_size must be at least 1; got {d.batch_size}")
+    _check(d.val_size >= 0, f"data.val_size must be >= 0 (0 = no validation split); got {d.val_size}")
+    for key in ("crop_padding", "translate", "cutout"):
+        _check(getattr(d, key) >= 0, f"data.{key} must be >= 0; got {getattr(d, key)}")
+    for key in ("image_size", "resize"):
+        value = getattr(d, key)
+        _check(value is None or value >= 1, f"data.{key} must be a positive size in pixels or null; got {value}")
+    _check(d.channels in (None, 1, 3), f"data.channels must be 1, 3 or null; got {d.channels}")
+    _check(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
+    _check(t.epochs >= 1 or t.iters >= 1, "train.epochs or train.iters must be at least 1")
+    _check(t.iters >= 0 and t.epochs >= 0, "train.epochs and train.iters must be >= 0")
+    _check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1); got {t.label_smoothing}")
+    for key in ("grad_clip", "eval_every", "top_k", "threads"):
+        _check(getattr(t, key) >= 0, f"train.{key} must be >= 0; got {getattr(t, key)}")
+    _check(t.log_every >= 1, f"train.log_every must be at least 1; got {t.log_every}")
+    _check(cfg.dist.timeout_s >= 1, f"dist.timeout_s must be at least 1; got {cfg.dist.timeout_s}")
+    _validate_schedule(s)
+
+
+def _validate_schedule(s: ScheduleConfig) -> None:
+    _check(all(m > 0 for m in s.milestones), f"schedule.milestones must be positive; got {s.milestones}")
+    fractions, iterations = [m for m in s.milestones if m < 1], [m for m in s.milestones if m >= 1]
+    ordered = fractions == sorted(fractions) and iterations == sorted(iterations)
+    _check(ordered, f"schedule.milestones must increase; got {s.milestones}")
+    _check(s.gamma > 0, f"schedule.gamma must be positive; got {s.gamma}")
+    _check(s.name != "step" or s.step_size > 0, "schedule.name=step needs schedule.step_size > 0 (e.g. 0.2 or 2000)")
+    _check(s.name != "multistep" or s.milestones, "schedule.name=multistep needs schedule.milestones, e.g. [0.5, 0.75]")
+    _check(0 < s.pct_start < 1, f"schedule.pct_start must be in (0, 1); got {s.pct_start}")
+    _check(s.div_factor >= 1 and s.final_div_factor >= 1, "schedule.div_factor and final_div_factor must be >= 1")
+    _check(s.warmup_iters >= 0, f"schedule.warmup_iters must be >= 0; got {s.warmup_iters}")
+    _check(s.warmup_lr >= 0 and s.min_lr >= 0, "schedule.warmup_lr and schedule.min_lr must be >= 0")
+    _check(s.patience >= 0, f"schedule.patience must be >= 0; got {s.patience}")

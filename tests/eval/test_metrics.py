@@ -165,3 +165,15 @@ def test_compute_reduces_across_ddp_ranks(tmp_path) -> None:
         assert result["confusion_matrix"] == CONFUSION
         assert math.isclose(result["loss"], 23 / 8)
         assert math.isclose(result["acc"], 6 / 8)
+
+
+def test_state_dict_resumes_a_partial_accumulation() -> None:
+    logits, target = _logits(PRED, 3), torch.tensor(TARGET)
+    first = Metrics(3, per_class=True)
+    first.update(logits[:3], target[:3], torch.tensor(1.0))
+    state = first.state_dict()
+    assert state["sums"].device.type == "cpu"
+    resumed = Metrics(3, per_class=True, classes=CLASSES)
+    resumed.load_state_dict(state)
+    resumed.update(logits[3:], target[3:], torch.tensor(4.0))
+    assert resumed.compute() == _hand_metrics()

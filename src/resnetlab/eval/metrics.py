@@ -60,6 +60,19 @@ class Metrics:
         if self._confusion is not None:
             self._confusion.reset()
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The running sums (and confusion counts) on the CPU, e.g. for a checkpoint taken mid-interval."""
+        state = {"sums": self._sums.detach().cpu().clone()}
+        if self._confusion is not None:
+            state["confusion"] = self._confusion.confmat.detach().cpu().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue from `state_dict()` (bit-exact resume of a partly accumulated interval)."""
+        self._sums.copy_(state["sums"].to(self._sums))
+        if self._confusion is not None and "confusion" in state:
+            self._confusion.confmat.copy_(state["confusion"].to(self._confusion.confmat))
+
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None) -> None:
         """Add one batch.

@@ -1,16 +1,25 @@
-"""The model registry: a plain dict from name to builder (as torchvision's `_api.py`).
+"""The model registry: a plain dict from name to builder (as torchvision's `_api.py`), and `create_model`.
 
-Builders register themselves with `@register_model`; registering a name twice is an error.
+Builders register themselves with `@register_model`; registering a name twice is an error. A builder takes
+keyword-only `num_classes`, `in_chans` and its own options; `create_model` checks options against the
+builder's signature and optionally loads weights (ours or torchvision's), adapting the classifier and a
+3-channel first conv.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
+import torch
 from torch import nn
 
 from resnetlab.errors import UserError
+
+log = logging.getLogger(__name__)
 
 ModelBuilder = Callable[..., nn.Module]
 _MODELS: dict[str, ModelBuilder] = {}
@@ -38,6 +47,102 @@ def get_builder(name: str) -> ModelBuilder:
     if name not in _MODELS:
         raise UserError(f"unknown model {name!r}; known models: {' '.join(list_models())}")
     return _MODELS[name]
+
+
+def create_model(name: str, *, num_classes: int = 10, in_chans: int = 3, weights: str | Path | None = None,
+                 **options: object) -> nn.Module:
+    """Build the registered model `name`, optionally starting from a weights file.
+
+    Args:
+        name: a name from `list_models()`.
+        num_classes: outputs of the classifier.
+        in_chans: channels of the input images.
+        weights: a state dict file (ours or torchvision's) or one of our checkpoints (a dict whose "model" is
+            the state dict). A classifier of another size is replaced by a freshly initialised one and a
+            3-channel first conv is adapted to `in_chans=1` by summing over colour; each logs an INFO message.
+        **options: the builder's options, e.g. `shortcut="B"`, `stem="cifar"`, `zero_init_residual=True`.
+
+    Returns:
+        The model in training mode, on the CPU, with `default_image_size` set.
+
+    Raises:
+        UserError: unknown name or option, invalid option value, missing/corrupt/incompatible weights.
+    """
+    builder = get_builder(name)
+    _check_options(name, builder, options)
+    model = builder(num_classes=num_classes, in_chans=in_chans, **options)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load the state dict in `path` into `model`, adapting the classifier and first conv (see create_model)."""
+    state = _adapt_state_dict(model, read_state_dict(path), Path(path))
+    model.load_state_dict(state, strict=False)  # fc.* may be left out on purpose; everything else was checked
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a weights or checkpoint file, read with `weights_only=True` (it never runs code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file {path} not found; pass a state dict or checkpoint saved with torch.save")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and unpickler errors all mean "not a readable weights file"
+        raise UserError(f"cannot read weights file {path} ({type(exc).__name__}); is it truncated or not a "
+                        "state dict saved with torch.save?") from exc
+    if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
+        obj = obj["model"]  # one of our checkpoints
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path} holds no state dict; pass a file saved with torch.save(model.state_dict(), ...)")
+    # State dicts saved from a DDP-wrapped or compiled model carry a prefix on every key.
+    return {_strip_wrappers(key): value for key, value in obj.items()}
+
+
+def _strip_wrappers(key: str) -> str:
+    for prefix in ("module.", "_orig_mod."):
+        key = key.removeprefix(prefix)
+    return key
+
+
+def _adapt_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    own = model.state_dict()
+    conv = state.get("conv1.weight")
+    if conv is not None and "conv1.weight" in own and conv.dim() == 4 and conv.shape[1] == 3:
+        if own["conv1.weight"].shape[1] == 1:
+            # Grey = a colour image with equal channels: summing the filters over colour gives the same response.
+            state["conv1.weight"] = conv.sum(dim=1, keepdim=True)
+            log.info("adapted the 3-channel first conv of %s to 1 input channel (summed over colour)", path)
+    fc, own_fc = state.get("fc.weight"), own.get("fc.weight")
+    if fc is not None and own_fc is not None and fc.shape != own_fc.shape:
+        state = {k: v for k, v in state.items() if k not in ("fc.weight", "fc.bias")}
+        log.info("replaced the %d-output classifier of %s with a freshly initialised %d-output one",
+                 fc.shape[0], path, own_fc.shape[0])
+    elif fc is None and own_fc is not None:
+        log.info("%s has no classifier (fc); it stays freshly initialised", path)
+    _check_fit(own, state, path)
+    return state
+
+
+def _check_fit(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], path: Path) -> None:
+    missing = [k for k in own if k not in state and not k.startswith("fc.")]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    for what, keys in (("lacks", missing), ("has unexpected", unexpected), ("has wrong shapes:", wrong)):
+        if keys:
+            more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+            raise UserError(f"weights in {path} do not fit this model: it {what} {', '.join(keys[:3])}{more}; "
+                            "were they saved from another model or with other options?")
+
+
+def _check_options(name: str, builder: ModelBuilder, options: Mapping[str, object]) -> None:
+    valid = [p for p in inspect.signature(builder).parameters if p not in ("num_classes", "in_chans")]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        hint = f"valid options: {', '.join(valid)}" if valid else f"{name} takes no options"
+        raise UserError(f"unknown option {unknown[0]!r} for {name}; {hint}")
 
 
 def _natural_key(name: str) -> tuple[str, int]:

@@ -1,0 +1,128 @@
+"""The registry and create_model: names, options, errors, weight files."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from resnetlab.errors import UserError
+from resnetlab.models import create_model, list_models, load_weights, register_model
+from resnetlab.models.registry import read_state_dict
+
+ALL_NAMES = [
+    "plain20", "plain32", "plain44", "plain56", "plain110",
+    "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50", "resnet56",
+    "resnet101", "resnet110", "resnet152", "resnet164", "resnet1001", "resnet1202",
+]  # fmt: skip
+
+
+def test_list_models_in_natural_order_and_by_pattern() -> None:
+    assert list_models() == ALL_NAMES
+    assert list_models("plain*") == ["plain20", "plain32", "plain44", "plain56", "plain110"]
+    assert list_models("resnet1?") == ["resnet18"]
+    assert list_models("nothing*") == []
+
+
+def test_the_package_exports_the_registry() -> None:
+    import resnetlab
+
+    assert resnetlab.list_models("plain2*") == ["plain20"]
+    assert type(resnetlab.create_model("resnet20")).__name__ == "CifarResNet"
+
+
+def test_registering_a_name_twice_raises() -> None:
+    def resnet20() -> torch.nn.Module:  # same __name__ as the registered CIFAR net
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match="'resnet20' is already registered"):
+        register_model(resnet20)
+    assert create_model("resnet20").fc.in_features == 64  # the original is still there
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(UserError, match=r"^unknown model 'resnet21'; known models: plain20 .* resnet1202$"):
+        create_model("resnet21")
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("resnet20", {"stem": "cifar"},
+         "unknown option 'stem' for resnet20; valid options: shortcut, zero_init_residual"),
+        ("resnet18", {"shortcut": "A"},
+         "unknown option 'shortcut' for resnet18; valid options: stem, zero_init_residual"),
+        ("plain20", {"shortcut": "B"}, "unknown option 'shortcut' for plain20; plain20 takes no options"),
+        ("resnet18", {"stem": "tiny"}, "unknown stem 'tiny' for resnet18"),
+        ("resnet20", {"shortcut": "C"}, "unknown shortcut 'C'"),
+    ],
+)
+def test_bad_options_raise_a_user_error(name: str, options: dict, message: str) -> None:
+    with pytest.raises(UserError, match="^" + message.replace("(", r"\(")):
+        create_model(name, **options)
+
+
+def test_bad_sizes_raise_a_user_error() -> None:
+    with pytest.raises(UserError, match="in_chans must be a positive integer"):
+        create_model("resnet18", in_chans=0)
+    with pytest.raises(UserError, match="num_classes must be a positive integer"):
+        create_model("resnet20", num_classes=-1)
+
+
+def test_every_model_has_a_default_image_size() -> None:
+    sizes = {name: create_model(name).default_image_size for name in ("resnet20", "plain20", "resnet164")}
+    assert sizes == {"resnet20": 32, "plain20": 32, "resnet164": 32}
+    assert create_model("resnet18").default_image_size == 224
+
+
+def test_weights_round_trip_raw_state_dict_and_checkpoint(tmp_path: Path) -> None:
+    source = create_model("resnet20", shortcut="B")
+    torch.save(source.state_dict(), tmp_path / "raw.pt")
+    torch.save({"model": source.state_dict(), "step": 3, "classes": ["a"]}, tmp_path / "ckpt.pt")
+    for file in ("raw.pt", "ckpt.pt"):
+        model = create_model("resnet20", shortcut="B", weights=tmp_path / file)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), source.state_dict().values(),
+                                                     strict=True))
+
+
+def test_weights_saved_from_a_wrapped_model_load(tmp_path: Path) -> None:
+    source = create_model("resnet20")
+    torch.save({f"module.{k}": v for k, v in source.state_dict().items()}, tmp_path / "ddp.pt")
+    model = create_model("resnet20", weights=tmp_path / "ddp.pt")
+    assert torch.equal(model.conv1.weight, source.conv1.weight)
+
+
+def test_a_classifier_of_another_size_is_replaced(tmp_path: Path, caplog) -> None:
+    source = create_model("resnet20", num_classes=100)
+    torch.save(source.state_dict(), tmp_path / "c100.pt")
+    with caplog.at_level(logging.INFO, logger="resnetlab"):
+        model = create_model("resnet20", num_classes=10, weights=tmp_path / "c100.pt")
+    assert model.fc.out_features == 10
+    assert torch.equal(model.layer3[2].conv2.weight, source.layer3[2].conv2.weight)
+    assert "replaced the 100-output classifier" in caplog.text
+
+
+def test_missing_corrupt_and_mismatched_weights_raise_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="weights file .*nope.pt not found"):
+        create_model("resnet20", weights=tmp_path / "nope.pt")
+    torch.save(create_model("resnet20").state_dict(), tmp_path / "good.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((tmp_path / "good.pt").read_bytes()[:5000])
+    with pytest.raises(UserError, match="cannot read weights file .*truncated.pt"):
+        create_model("resnet20", weights=truncated)
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(UserError, match="holds no state dict"):
+        read_state_dict(tmp_path / "list.pt")
+    with pytest.raises(UserError, match="do not fit this model: it lacks layer2.0.downsample.0.weight"):
+        create_model("resnet20", shortcut="B", weights=tmp_path / "good.pt")
+    with pytest.raises(UserError, match="do not fit this model"):
+        create_model("resnet32", weights=tmp_path / "good.pt")
+
+
+def test_weights_loading_never_runs_code(tmp_path: Path) -> None:
+    # weights_only=True: a pickle that would build an arbitrary object is refused, not executed.
+    torch.save({"model": create_model("resnet20")}, tmp_path / "whole.pt")
+    with pytest.raises(UserError, match="cannot read weights file"):
+        load_weights(create_model("resnet20"), tmp_path / "whole.pt")

@@ -1,0 +1,37 @@
+"""Data: official readers -> ImageSet (uint8, in memory) -> seeded split -> Loader (augment + normalize on device).
+
+See docs/internals.md ("data") for the interfaces the engine codes against.
+"""
+
+from resnetlab.data.augment import AugmentConfig
+from resnetlab.data.folder import FolderDataset, list_imagefolder, load_imagefolder, read_image, stream_imagefolder
+from resnetlab.data.imageset import (
+    ImageSet,
+    channel_stats,
+    convert_channels,
+    pixel_mean,
+    resize_images,
+    split_train_val,
+)
+from resnetlab.data.loader import BatchTransform, Loader, derive_seed
+from resnetlab.data.sources import default_root, load_dataset
+
+__all__ = [
+    "AugmentConfig",
+    "BatchTransform",
+    "FolderDataset",
+    "ImageSet",
+    "Loader",
+    "channel_stats",
+    "convert_channels",
+    "default_root",
+    "derive_seed",
+    "list_imagefolder",
+    "load_dataset",
+    "load_imagefolder",
+    "pixel_mean",
+    "read_image",
+    "resize_images",
+    "split_train_val",
+    "stream_imagefolder",
+]

@@ -1,0 +1,237 @@
+"""The in-memory Loader: shuffle, shard across DDP ranks, move to the device, augment, normalize.
+
+The whole split is held as uint8 on the target device (moved once). Each batch is picked with one
+`index_select`, augmented there in batched tensor ops (augment.py) and normalized in one fused multiply-add
+into a channels-last float tensor. Nothing depends on the global RNG: the epoch's order comes from a generator
+seeded with (seed, epoch) and a batch's augmentation from one seeded with (seed, epoch, batch index), so a run
+resumed mid-epoch and a run on any number of processes see the very same samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from resnetlab.data.augment import AugmentConfig, augment_uint8, cutout_, draw_params
+from resnetlab.data.imageset import ImageSet
+from resnetlab.errors import UserError
+
+_MASK64 = (1 << 64) - 1
+_ORDER_STREAM, _AUGMENT_STREAM = 1, 2
+# The Loader keeps a left-right mirrored copy of data sets up to this size when flips are on: it turns the
+# costliest per-batch step on a CPU (flipping 3-byte pixels) into one more row gather.
+MIRROR_MAX_BYTES = 1 << 30
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers with SplitMix64 (nearby inputs give unrelated seeds)."""
+    h = 0
+    for part in parts:
+        h = ((h ^ (part & _MASK64)) + 0x9E3779B97F4A7C15) & _MASK64
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
+        h ^= h >> 31
+    return h >> 1
+
+
+def _as_float64(values: Sequence[float] | torch.Tensor | float) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.float64).cpu()
+
+
+class BatchTransform:
+    """uint8 batch on the device -> augmented, normalized float batch (what the Loader does to each batch).
+
+    Normalization is x = (pixel / 255 - mean) / std with a per-channel mean, or a per-pixel mean (C x H x W,
+    the paper's option, He et al. 2016 Sec. 4.2), precomputed as one scale and one offset per stored value so
+    that it is a single fused multiply-add.
+
+    Args:
+        augment: the augmentations, or None.
+        mean: per-channel mean (C values) or per-pixel mean (C x H x W), in [0, 1] units.
+        std: per-channel standard deviation (C values), in [0, 1] units.
+        image_shape: (C, H, W) of the stored images.
+        device: where the batches are.
+        channels_last: return channels_last tensors (faster convolutions on GPUs and recent CPUs).
+        pixel_mean: a C x H x W mean that replaces `mean` (the paper's per-pixel mean subtraction).
+    """
+
+    def __init__(self, augment: AugmentConfig | None, *, mean: Sequence[float] | torch.Tensor,
+                 std: Sequence[float] | torch.Tensor, image_shape: Sequence[int], device: str | torch.device = "cpu",
+                 channels_last: bool = True, pixel_mean: torch.Tensor | None = None) -> None:
+        self.augment = augment
+        self.channels, self.height, self.width = (int(s) for s in image_shape)
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        scale, offset = self._affine(_as_float64(pixel_mean if pixel_mean is not None else mean), _as_float64(std))
+        self.scale = scale.to(self.device)  # (H, W, C) float32
+        self.offset = offset.to(self.device)  # (H, W, C) float32
+        self._scratch: dict = {}  # padded buffers reused between batches (see augment.shift)
+
+    def _affine(self, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c, h, w = self.channels, self.height, self.width
+        if mean.dim() == 1 and mean.numel() == c:
+            mean = mean.view(c, 1, 1).expand(c, h, w)
+        if tuple(mean.shape) != (c, h, w):
+            raise UserError(f"normalization mean has shape {tuple(mean.shape)}; need {c} channel values or a "
+                            f"{c}x{h}x{w} per-pixel mean for these images")
+        if std.numel() not in (1, c) or bool((std <= 0).any()):
+            raise UserError(f"normalization std must be {c} positive values; got {std.tolist()}")
+        std = std.reshape(-1).expand(c).view(c, 1, 1)
+        scale = (1 / (255 * std)).expand(c, h, w)
+        offset = -mean / std
+        return scale.permute(1, 2, 0).float().contiguous(), offset.permute(1, 2, 0).float().contiguous()
+
+    def draw(self, n: int, seed: int) -> torch.Tensor | None:
+        """The (n, 7) augmentation parameters of a batch of n from a CPU generator seeded with `seed`."""
+        if self.augment is None or not self.augment.random:
+            return None
+        return draw_params(self.augment, n, self.height, self.width, torch.Generator().manual_seed(seed))
+
+    def apply(self, images: torch.Tensor, params: torch.Tensor | None,
+              mirrored: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (N, H, W, C) on the device + parameters from `draw` (on the device) -> float (N, C, H', W').
+
+        `mirrored` may hold `images.flip(2)` already (it saves the flip).
+        """
+        if params is not None:
+            images = augment_uint8(images, params, self.augment, mirrored, self._scratch)
+        x = torch.addcmul(self.offset, images, self.scale)  # (N, H, W, C) float32: one fused pass
+        if params is not None and self.augment.cutout:
+            cutout_(x, params, self.augment.cutout)
+        x = x.permute(0, 3, 1, 2)  # (N, C, H, W) view with channels_last strides
+        size = self.augment.resize if self.augment is not None else None
+        if size is not None and (size, size) != (self.height, self.width):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=size < min(self.height, self.width))
+        return x if self.channels_last else x.contiguous()
+
+    def __call__(self, images: torch.Tensor, *, seed: int, epoch: int, batch: int) -> torch.Tensor:
+        """Transform a uint8 (N, C, H, W) batch (e.g. from `stream_imagefolder`) seeded by (seed, epoch, batch)."""
+        params = self.draw(len(images), derive_seed(_AUGMENT_STREAM, seed, epoch, batch))
+        nhwc = images.permute(0, 2, 3, 1).contiguous()
+        return self.apply(nhwc, None if params is None else params.to(images.device))
+
+
+class Loader:
+    """Batches of an in-memory ImageSet: shuffled, sharded, augmented and normalized on the device.
+
+    Iterating yields (x, y): x float32 (B, C, H, W) normalized (channels_last when asked), y int64 (B,), both
+    on `device`. `batch_size` is the global batch: with `world_size` > 1 each rank takes its contiguous slice
+    of every global batch, so each sample is seen exactly once per epoch across the ranks, and the augmented
+    samples are the same for any world size. Iteration continues from the saved position (`state_dict`);
+    after the last batch of an epoch the next iteration starts the next epoch.
+
+    Args:
+        imageset: the split.
+        batch_size: global batch size (a multiple of world_size).
+        shuffle: a new permutation every epoch (else the stored order).
+        drop_last: drop the incomplete last batch (training) or keep it (evaluation).
+        augment: batched augmentation, or None.
+        mean: per-channel mean (C values), or a per-pixel mean (C x H x W), in [0, 1] units.
+        std: per-channel standard deviation (C values), in [0, 1] units.
+        device: where the images are kept and the batches are produced.
+        seed: the run's seed; the order and the augmentation derive from it.
+        rank, world_size: this process's share of each batch in DDP.
+        channels_last: return channels_last tensors.
+        pixel_mean: a C x H x W mean that replaces `mean`.
+    """
+
+    def __init__(self, imageset: ImageSet, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
+                 augment: AugmentConfig | None = None, mean: Sequence[float] | torch.Tensor,
+                 std: Sequence[float] | torch.Tensor, device: str | torch.device = "cpu", seed: int = 0,
+                 rank: int = 0, world_size: int = 1, channels_last: bool = True,
+                 pixel_mean: torch.Tensor | None = None) -> None:
+        _check_batching(len(imageset), batch_size, drop_last, rank, world_size)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.device = torch.device(device)
+        self.classes = list(imageset.classes)
+        # Held channels-last (N, H, W, C) so that an image row is one contiguous run of bytes (see augment.py).
+        self._images = imageset.images.permute(0, 2, 3, 1).contiguous().to(self.device)
+        self._labels = imageset.labels.to(self.device)
+        mirror = augment is not None and augment.flip and self._images.nbytes <= MIRROR_MAX_BYTES
+        self._mirrored = self._images.flip(2) if mirror else None
+        self.transform = BatchTransform(augment, mean=mean, std=std, image_shape=imageset.images.shape[1:],
+                                        device=self.device, channels_last=channels_last, pixel_mean=pixel_mean)
+        self._epoch = 0
+        self._batch = 0  # index of the next batch of the current epoch
+
+    def __len__(self) -> int:
+        n = len(self._labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch being iterated (or the next one, once an epoch is complete)."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` from its first batch at the next iteration."""
+        self._epoch, self._batch = int(epoch), 0
+
+    def state_dict(self) -> dict[str, int]:
+        """The position of the next batch: {"epoch", "batch"} (plain ints)."""
+        if self._batch >= len(self):
+            return {"epoch": self._epoch + 1, "batch": 0}
+        return {"epoch": self._epoch, "batch": self._batch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a position saved by `state_dict` (the same data and batch size are assumed)."""
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+        if epoch < 0 or not 0 <= batch <= len(self):
+            raise UserError(f"loader position epoch {epoch}, batch {batch} does not fit this loader's {len(self)} "
+                            "batches per epoch; resume with the same data and data.batch_size")
+        self._epoch, self._batch = epoch, batch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._batch >= len(self):
+            self._epoch, self._batch = self._epoch + 1, 0
+        epoch = self._epoch
+        order = self._order(epoch)
+        for b in range(self._batch, len(self)):
+            x, y = self._make_batch(order, epoch, b)
+            self._batch = b + 1
+            yield x, y
+        self._epoch, self._batch = epoch + 1, 0
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        n = len(self._labels)
+        if not self.shuffle:
+            return torch.arange(n, device=self.device)
+        generator = torch.Generator().manual_seed(derive_seed(_ORDER_STREAM, self.seed, epoch))
+        return torch.randperm(n, generator=generator).to(self.device)
+
+    def _make_batch(self, order: torch.Tensor, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = b * self.batch_size
+        n_global = min(self.batch_size, len(order) - start)
+        lo, hi = rank_slice(n_global, self.rank, self.world_size)
+        index = order[start + lo:start + hi]
+        params = self.transform.draw(n_global, derive_seed(_AUGMENT_STREAM, self.seed, epoch, b))
+        if params is not None:
+            params = params[lo:hi].to(self.device, non_blocking=True)
+        mirrored = None if self._mirrored is None else self._mirrored.index_select(0, index)
+        x = self.transform.apply(self._images.index_select(0, index), params, mirrored)
+        return x, self._labels.index_select(0, index)
+
+
+def rank_slice(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[lo, hi) of a batch of n that `rank` takes: contiguous, sizes differing by at most one."""
+    base, extra = divmod(n, world_size)
+    lo = rank * base + min(rank, extra)
+    return lo, lo + base + (1 if rank < extra else 0)
+
+
+def _check_batching(n: int, batch_size: int, drop_last: bool, rank: int, world_size: int) -> None:
+    if batch_size < 1:
+        raise UserError(f"batch size must be at least 1; got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise UserError(f"rank {rank} is outside world size {world_size}; check the torchrun environment")
+    if batch_size % world_size:
+        raise UserError(f"global batch size {batch_size} cannot be split evenly over {world_size} processes; "
+                        f"use a multiple of {world_size}")
+    if drop_last and n < batch_size:
+        raise UserError(f"batch size {batch_size} is larger than the {n} images, so an epoch has no full batch; "
+                        "lower data.batch_size")

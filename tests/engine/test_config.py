@@ -71,10 +71,12 @@ def test_seed_recipes_follow_the_tutorials():
 
 def test_overrides_are_parsed_as_yaml_and_typed():
     cfg = load_config("fmnist-fast", ["optim.lr=0.05", "train.epochs=3", "schedule.milestones=[100, 200]",
-                                      "data.resize=null", "optim.nesterov=false", "optim.weight_decay=1"])
+                                      "data.resize=null", "optim.nesterov=false", "optim.weight_decay=1",
+                                      "schedule.min_lr=1e-5", "train.amp=off"])
     assert cfg.optim.lr == 0.05 and isinstance(cfg.optim.weight_decay, float)
     assert cfg.train.epochs == 3 and cfg.schedule.milestones == [100, 200] and cfg.data.resize is None
     assert cfg.optim.nesterov is False
+    assert cfg.schedule.min_lr == 1e-5 and cfg.train.amp == "off"  # YAML 1.1 reads 1e-5 as text, off as false
 
 
 def test_text_fields_keep_what_was_typed():

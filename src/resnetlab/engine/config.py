@@ -12,6 +12,7 @@ number (>= 1) or a fraction of the total iterations (a number in (0, 1)), so a r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -28,6 +29,7 @@ from resnetlab.errors import UserError
 
 DEFAULT_RECIPE = "fmnist-fast"
 _RECIPE_META_KEYS = ("description", "extends")
+_BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
 
 
 @dataclass
@@ -160,7 +162,7 @@ def _recipe_dir() -> Path:
 def list_recipes() -> list[tuple[str, str]]:
     """The shipped recipes as (name, description), sorted by name."""
     out = []
-    for path in sorted(_recipe_dir().glob("*.yaml")):
+    for path in sorted(_recipe_dir().glob("*.yaml"), key=lambda p: p.stem):
         data = _read_yaml(path)
         out.append((path.stem, str(data.get("description", ""))))
     return out
@@ -235,7 +237,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     """`value` checked against the annotation `tp` (int accepted for float); raises UserError naming `key`."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
-        if value in args:
+        if isinstance(value, bool):  # YAML 1.1 reads off/no/on/yes as booleans
+            value = next((w for w in _BOOL_WORDS[value] if w in args), value)
+        if value in args and not isinstance(value, bool):
             return value
         raise UserError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
     if origin in (types.UnionType, typing.Union):
@@ -263,6 +267,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as text; it is meant as a number
+            with contextlib.suppress(ValueError):
+                return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value

@@ -1,0 +1,228 @@
+"""Turn a Config into the run's objects: device, data splits, loaders, model, optimizer.
+
+This is the one place that decides the device, the CPU thread count and the mixed-precision dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from resnetlab.data import AugmentConfig, ImageSet, Loader, channel_stats, load_dataset, split_train_val
+from resnetlab.engine.config import Config
+from resnetlab.errors import UserError
+from resnetlab.models import create_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Datasets:
+    """The three splits of a run and how their images are normalized.
+
+    `normalization` is {"mean": [...], "std": [...]} in [0, 1] units, measured on `train` only (the
+    validation and test images must not leak into preprocessing); with `data.normalize=pixel`, `mean`
+    is the per-pixel mean as nested C x H x W lists and `std` is 1 (the paper subtracts the mean only).
+    """
+
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet
+    classes: list[str]
+    normalization: dict[str, Any]
+
+    @property
+    def in_chans(self) -> int:
+        """Channels of the images."""
+        return int(self.train.images.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        """Side of the images as loaded (before any `data.resize` on the device)."""
+        return int(self.train.images.shape[-1])
+
+
+# ------------------------------------------------------------------------------------------- device
+
+
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device for `train.device`: auto = cuda, then mps, then cpu; a missing one is a UserError."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    if name == "cuda":
+        if not cuda:
+            raise UserError("train.device=cuda but no CUDA GPU is visible; use --device cpu or auto")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name == "mps" and not mps:
+        raise UserError("train.device=mps but the MPS backend is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `train.amp` on `device`, or None for full precision.
+
+    auto = bf16 on CUDA GPUs that support it, fp16 on older ones (with a GradScaler), off elsewhere: a CPU
+    without native bf16 runs autocast slower than float32.
+    """
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (hyper-threads slow convolutions down)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return available
+    cores = set()
+    physical = core = ""
+    for line in text.splitlines() + [""]:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "physical id":
+            physical = value.strip()
+        elif key == "core id":
+            core = value.strip()
+        elif not key and core:
+            cores.add((physical, core))
+            physical = core = ""
+    return max(1, min(available, len(cores) or available))
+
+
+def configure_threads(threads: int, local_world_size: int = 1) -> int:
+    """Set torch's intra-op threads (0 = physical cores shared among the local processes); returns it."""
+    n = threads or max(1, physical_cores() // max(1, local_world_size))
+    torch.set_num_threads(n)
+    return n
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def build_data(cfg: Config) -> Datasets:
+    """Load the official train and test splits, carve the validation split, measure the normalization."""
+    d = cfg.data
+    common = {"root": d.root, "download": d.download, "image_size": d.image_size, "channels": d.channels,
+              "coarse": d.coarse}
+    full_train = load_dataset(d.name, split="train", **common)
+    test = load_dataset(d.name, split="test", **common)
+    if d.val_size >= len(full_train):
+        raise UserError(f"data.val_size={d.val_size} leaves no training images ({d.name} train has "
+                        f"{len(full_train)}); lower it (0 = no validation split)")
+    train, val = split_train_val(full_train, d.val_size, cfg.train.seed)
+    if d.batch_size > len(train):
+        raise UserError(f"data.batch_size={d.batch_size} is larger than the {len(train)} training images; "
+                        "lower --batch-size")
+    return Datasets(train=train, val=val, test=test, classes=list(full_train.classes),
+                    normalization=_normalization(train, d.normalize))
+
+
+def _normalization(train: ImageSet, mode: str) -> dict[str, Any]:
+    if mode == "pixel":
+        from resnetlab.data import pixel_mean
+
+        mean = pixel_mean(train)  # (C, H, W)
+        return {"mean": mean.tolist(), "std": [1.0] * int(mean.shape[0])}
+    mean, std = channel_stats(train)
+    return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+
+
+def global_batch(cfg: Config, world_size: int) -> int:
+    """The batch of one iteration over all processes (dist.batch_size says how data.batch_size is meant)."""
+    b = cfg.data.batch_size
+    if cfg.dist.batch_size == "per_device":
+        return b * world_size
+    if b % world_size:
+        raise UserError(f"data.batch_size={b} is a global batch that {world_size} processes cannot share "
+                        f"evenly; use a multiple of {world_size} or dist.batch_size=per_device")
+    return b
+
+
+def scaled_lr(cfg: Config, world_size: int) -> float:
+    """optim.lr after dist.lr_scaling: linear = lr x global batch / data.batch_size (Goyal et al. 2017)."""
+    if cfg.dist.lr_scaling == "none":
+        return cfg.optim.lr
+    return cfg.optim.lr * global_batch(cfg, world_size) / cfg.data.batch_size
+
+
+def augment_config(cfg: Config, *, train: bool) -> AugmentConfig | None:
+    """The batched augmentation for training, or just the resize (if any) for evaluation."""
+    d = cfg.data
+    if train:
+        return AugmentConfig(crop_padding=d.crop_padding, flip=d.flip, translate=d.translate, cutout=d.cutout,
+                             resize=d.resize)
+    return AugmentConfig(resize=d.resize) if d.resize else None
+
+
+def make_loader(imageset: ImageSet, cfg: Config, *, train: bool, device: torch.device,
+                normalization: dict[str, Any], rank: int = 0, world_size: int = 1) -> Loader:
+    """The in-memory Loader for one split.
+
+    Args:
+        imageset: the split.
+        cfg: the config (data.*, eval.batch_size, train.seed, train.channels_last).
+        train: shuffled, augmented, incomplete last batch dropped; else in order, every image once.
+        device: where batches go.
+        normalization: {"mean", "std"} from `build_data`.
+        rank: this process's rank; world_size: the number of processes sharing each batch.
+    """
+    # The Loader takes the global batch; each rank takes its slice, so samples do not depend on world_size.
+    batch = global_batch(cfg, world_size) if train else cfg.eval.batch_size
+    return Loader(imageset, batch, shuffle=train, drop_last=train, augment=augment_config(cfg, train=train),
+                  mean=normalization["mean"], std=normalization["std"], device=device, seed=cfg.train.seed,
+                  rank=rank, world_size=world_size, channels_last=cfg.train.channels_last)
+
+
+# -------------------------------------------------------------------------------------------- model
+
+
+def model_options(cfg: Config) -> dict[str, Any]:
+    """create_model keywords from model.* (unset options are left to the model's defaults)."""
+    m = cfg.model
+    options = dict(m.options)
+    if m.shortcut is not None:
+        options["shortcut"] = m.shortcut
+    if m.stem is not None:
+        options["stem"] = m.stem
+    if m.zero_init_residual:
+        options["zero_init_residual"] = True
+    return options
+
+
+def build_model(cfg: Config, *, in_chans: int, num_classes: int) -> nn.Module:
+    """The zoo model named by model.name for this data, starting from model.weights when set."""
+    return create_model(cfg.model.name, num_classes=num_classes, in_chans=in_chans, weights=cfg.model.weights,
+                        **model_options(cfg))
+
+
+def build_optimizer(model: nn.Module, cfg: Config, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW; optional no weight decay on BatchNorm parameters and biases.
+
+    Uses the fused kernels on CUDA and the multi-tensor (foreach) ones elsewhere.
+    """
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.no_weight_decay_bn_bias:
+        # BN scales/shifts and biases are all the 1-d parameters; decaying them only fights normalization.
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": o.weight_decay},
+                                        {"params": no_decay, "weight_decay": 0.0}]
+    else:
+        groups = [{"params": params, "weight_decay": o.weight_decay}]
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.nesterov, **fast)
+    cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+    return cls(groups, lr=lr, betas=tuple(o.betas), eps=o.eps, **fast)

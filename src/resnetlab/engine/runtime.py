@@ -1,0 +1,73 @@
+"""Process-wide settings for the length of a run: seeds, threads, deterministic algorithms, stop signals.
+
+Everything set here is restored when the run ends, so that training in-process (tests, sweeps, notebooks)
+leaves the interpreter as it found it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from resnetlab.engine import builders
+from resnetlab.engine.config import Config
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (model initialisation; the Loader has its own seeded generators)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def process_settings(cfg: Config, device: torch.device) -> Iterator[StopSignals]:
+    """Threads, deterministic algorithms and signal handlers for the run; the previous ones afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    builders.configure_threads(cfg.train.threads, local_world if device.type == "cpu" else 1)
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+    torch.use_deterministic_algorithms(cfg.train.deterministic)
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.train.deterministic
+    try:
+        with StopSignals() as stop:
+            yield stop
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.benchmark = benchmark
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM into a request to stop after the current step (a second SIGINT stops at once)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = self.signum or signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -60,10 +60,10 @@ REMOTES: dict[str, dict[str, Remote]] = {
 
 
 def fetch(remote: Remote, folder: Path) -> Path:
-    """Download `remote` into `folder` (trying each URL) and check its md5; returns the file.
+    """Download `remote` into `folder` (trying each URL in turn) and check its md5; returns the file.
 
     A file already there with the right md5 is not downloaded again. A file with the wrong md5 is deleted
-    (nothing is kept from a bad download) and reported as a UserError naming it.
+    (nothing is kept from a bad download); when no URL gives the right file, a UserError names it.
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / remote.filename
@@ -76,20 +76,14 @@ def fetch(remote: Remote, folder: Path) -> Path:
             tv_utils.download_url(url, str(folder), filename=remote.filename, md5=remote.md5)
         except Exception as exc:  # network errors come in many types; report them all
             errors.append(f"{url}: {exc}")
-            if path.exists() and not tv_utils.check_md5(str(path), remote.md5):
-                path.unlink()
-            continue
         if path.exists():
-            break
-    if not path.exists():
-        raise UserError(f"could not download {remote.filename} ({'; '.join(errors)}); check the network, or "
-                        f"download it by hand into {folder}")
-    actual = tv_utils.calculate_md5(str(path))
-    if actual != remote.md5:
-        path.unlink()
-        raise UserError(f"{path} has md5 {actual}, not the official {remote.md5} (deleted); download it again "
-                        "with data.download=true")
-    return path
+            actual = tv_utils.calculate_md5(str(path))
+            if actual == remote.md5:
+                return path
+            path.unlink()
+            errors.append(f"{url} gave md5 {actual} (file deleted)")
+    raise UserError(f"could not get {path} with the official md5 {remote.md5} ({'; '.join(errors)}); check the "
+                    "network, or download it by hand")
 
 
 def fetch_archive(remote: Remote, root: Path, folder_name: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -65,7 +66,7 @@ class ImageSet:
 # ------------------------------------------------------------------------------------------------ split
 
 
-def _val_quota(counts: torch.Tensor, val_size: int) -> torch.Tensor:
+def _val_quota(counts: np.ndarray, val_size: int) -> np.ndarray:
     """Validation images per class, proportional to the class sizes and summing to `val_size`.
 
     Largest-remainder rounding in exact integer arithmetic (ties go to the lower class index), so the quota
@@ -102,19 +103,18 @@ def split_train_val(imageset: ImageSet, val_size: int, seed: int) -> tuple[Image
     n = len(imageset)
     if not 0 < val_size < n:
         raise UserError(f"data.val_size={val_size} must be between 0 and the {n} training images; lower it")
-    labels = imageset.labels.cpu()
-    counts = torch.bincount(labels, minlength=len(imageset.classes))
+    labels = imageset.labels.cpu().numpy()
+    counts = np.bincount(labels, minlength=len(imageset.classes))
     quota = _val_quota(counts, val_size)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    # Group the shuffled indices by class (stable, so each class keeps its shuffled order), then take the
-    # first quota[k] of class k: rank_in_class = position - start of the class's group.
-    by_class = perm[torch.sort(labels[perm], stable=True).indices]
-    starts = torch.cumsum(counts, 0) - counts
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    # Group the shuffled indices by class (a stable sort keeps each class in shuffled order), then take the
+    # first quota[k] of class k. The bookkeeping is numpy: exact, and free of thread start-up costs.
+    by_class = perm[np.argsort(labels[perm], kind="stable")]
     grouped_labels = labels[by_class]
-    rank_in_class = torch.arange(n) - starts[grouped_labels]
+    rank_in_class = np.arange(n) - (np.cumsum(counts) - counts)[grouped_labels]
     is_val = rank_in_class < quota[grouped_labels]
-    val_index = torch.sort(by_class[is_val]).values
-    train_index = torch.sort(by_class[~is_val]).values
+    val_index = torch.from_numpy(np.sort(by_class[is_val]))
+    train_index = torch.from_numpy(np.sort(by_class[~is_val]))
     return imageset.subset(train_index), imageset.subset(val_index)
 
 

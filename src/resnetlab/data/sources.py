@@ -60,6 +60,8 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
         The split as an ImageSet (uint8 N x C x H x W, int64 labels, class names).
     """
     key = name.strip()
+    if coarse and _ALIASES.get(key.lower(), key.lower()) != "cifar100":
+        raise UserError(f"data.coarse applies to cifar100 only, not {key}; remove it")
     if key.lower().startswith("imagefolder:"):
         from resnetlab.data.folder import load_imagefolder
 
@@ -71,8 +73,6 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
     if split not in ("train", "test"):
         raise UserError(f"{key} has official splits train and test, not {split!r}; the validation split is "
                         "carved from train (data.val_size)")
-    if coarse and key != "cifar100":
-        raise UserError(f"data.coarse applies to cifar100 only, not {key}; remove it")
     base = Path(root).expanduser() if root else default_root()
     if key.startswith("cifar"):
         imageset = _load_cifar(key, base, split, download, coarse)

@@ -57,6 +57,8 @@ def test_every_run_is_an_ordinary_finished_run_directory(finished_sweep: Path):
         assert summary["steps"] == 6 and (out / "runs" / name / "checkpoints" / "last.pt").is_file()
     # seeds differ: the two plain20 runs did not train identically
     s = summaries(out)
+    finished_order = sorted(RUNS, key=lambda n: (out / "runs" / n / "summary.json").stat().st_mtime_ns)
+    assert finished_order == ["plain20_seed0", "resnet20_seed0", "plain20_seed1", "resnet20_seed1"]  # seed by seed
     assert s["plain20_seed0"]["test_loss"] != s["plain20_seed1"]["test_loss"]
 
 

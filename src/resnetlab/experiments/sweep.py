@@ -15,11 +15,14 @@ runs started as subprocesses), DIR/results.csv, DIR/results.md and the figures (
 
 Re-running the same command completes a sweep: a run with summary.json is finished and skipped, one with
 checkpoints/last.pt is resumed (`resume=True`, bit-exact on CPU), any other leftover directory (a run that
-died before its first checkpoint) starts over. With `jobs=1` runs are trained one after another in this
-process; with `jobs=N` as N `python -m resnetlab train` subprocesses at once, which isolates their failures:
-on CPU each gets `train.threads = cores // N` (unless the spec sets it), with several GPUs each job slot is
-pinned to one GPU through CUDA_VISIBLE_DEVICES. A failed run is logged and the others go on; at the end the
-tables are built from whatever finished and the sweep raises TrainingFailed (exit code 1) if any run failed.
+died before its first checkpoint) starts over. Runs go seed by seed (every point's first seed, then the
+second, ...), so a sweep stopped early already compares every point.
+
+With `jobs=1` runs are trained one after another in this process; with `jobs=N` as N `python -m resnetlab
+train` subprocesses at once, which isolates their failures: on CPU each gets `train.threads = cores // N`
+(unless the spec sets it), with several GPUs each job slot is pinned to one GPU through CUDA_VISIBLE_DEVICES.
+A failed run is logged and the others go on; at the end the tables are built from whatever finished and the
+sweep raises TrainingFailed (exit code 1) if any run failed.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def run_sweep(spec: str | Path, out_dir: str | Path, jobs: int = 1) -> Path:
     check_spec(parsed, points)
     out = Path(out_dir)
     _claim_dir(out, parsed)
-    tasks = plan(out, points)
+    # Seed by seed, so that a sweep stopped early already compares every point (on its first seeds).
+    tasks = plan(out, sorted(points, key=lambda p: parsed.seeds.index(p.seed)))
     logger.info("sweep %s: %d runs, %d finished, %d to run (%d resumed)", parsed.name, len(points),
                 len(points) - len(tasks), len(tasks), sum(t.resume for t in tasks))
     started = time.monotonic()

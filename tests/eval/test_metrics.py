@@ -97,7 +97,7 @@ def test_format_metrics_prints_classification_report() -> None:
     assert ["dog", "0.6667", "1.0000", "0.8000", "2"] in [line.split() for line in lines]
     assert ["macro", "avg", "0.7778", "0.7778", "0.7556", "8"] in [line.split() for line in lines]
     assert ["weighted", "avg", "0.7917", "0.7500", "0.7500", "8"] in [line.split() for line in lines]
-    assert ["1", "0", "2", "0"] in [line.split() for line in lines]  # confusion matrix row of class 1
+    assert ["1", "dog", "0", "2", "0"] in [line.split() for line in lines]  # confusion matrix row of class 1
 
 
 class _Asymmetric(nn.Module):

@@ -7,17 +7,26 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import json
 import logging
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnetlab.engine.config import Config, config_from_dict
+from resnetlab.errors import UserError
 from resnetlab.eval.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+SPLITS = ("test", "val")
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -115,3 +124,113 @@ def predict_batches(
     if not scores:
         return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
     return torch.cat(scores), torch.cat(targets)
+
+
+# ------------------------------------------------------------------------------------------- evaluate_run
+
+
+def checkpoint_path(path: Path | str) -> Path:
+    """RUN_DIR -> RUN_DIR/checkpoints/best.pt; a file stays itself."""
+    path = Path(path)
+    if path.is_dir():
+        best = path / "checkpoints" / "best.pt"
+        if not best.is_file():
+            raise UserError(f"{path} has no checkpoints/best.pt; pass the --out of 'resnetlab train' or a .pt file")
+        return best
+    if not path.exists():
+        raise UserError(f"{path} does not exist; pass a run directory or a checkpoint file")
+    return path
+
+
+def output_dir(ckpt: Path) -> Path:
+    """Where the files of an evaluation go: the run directory of RUN_DIR/checkpoints/x.pt, else the file's folder."""
+    ckpt = ckpt.resolve()
+    if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
+        return ckpt.parent.parent
+    return ckpt.parent
+
+
+def load_split(info: dict[str, Any], split: str, data_dir: Path | str | None = None) -> tuple[Any, Any, Config]:
+    """The checkpoint's data split (as its run built it) with the run's config; checks the class count.
+
+    Returns:
+        (imageset of the split, Datasets, config).
+    """
+    from resnetlab.engine.builders import build_data
+
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    cfg = config_from_dict(info["config"])
+    if data_dir is not None:
+        cfg.data.root = str(data_dir)
+    data = build_data(cfg)
+    if len(data.classes) != info["num_classes"]:
+        raise UserError(f"the checkpoint has {info['num_classes']} classes but {cfg.data.name} has "
+                        f"{len(data.classes)}; evaluate it on the data set it was trained on")
+    imageset = data.test if split == "test" else data.val
+    if imageset is None:
+        raise UserError("this run has no validation split (data.val_size=0); use --split test")
+    return imageset, data, cfg
+
+
+def evaluate_run(
+    path: Path | str, split: str = "test", tta: bool = False, data_dir: Path | str | None = None
+) -> dict[str, Any]:
+    """`resnetlab evaluate`: metrics of a run's best checkpoint (or any checkpoint) on one split.
+
+    Writes eval_<split>.json, confusion_<split>.csv, plots/confusion_<split>.png and plots/wrong_<split>.png
+    into the run directory (or next to a checkpoint outside a run directory).
+
+    Args:
+        path: RUN_DIR (its checkpoints/best.pt) or a checkpoint file.
+        split: "test" (the official test split) or "val" (the run's seeded validation split).
+        tta: average the prediction with the horizontally flipped image.
+        data_dir: the folder holding the data set, if not where the run found it.
+
+    Returns:
+        `Metrics.compute()` with per-class rows, plus split, tta, checkpoint, step and files written.
+    """
+    from resnetlab.engine.builders import make_loader, select_device
+    from resnetlab.engine.checkpoint import load_checkpoint
+
+    ckpt = checkpoint_path(path)
+    model, info = load_checkpoint(ckpt)
+    imageset, data, cfg = load_split(info, split, data_dir)
+    device = select_device("auto")
+    loader = make_loader(imageset, cfg, train=False, device=device, normalization=info["normalization"])
+    scores, targets = predict_batches(model.to(device), loader, tta=tta)
+    metrics = Metrics(info["num_classes"], per_class=True, classes=info["classes"])
+    metrics.update(scores, targets, F.cross_entropy(scores, targets))
+    result = metrics.compute()
+    result.update(split=split, tta=tta, checkpoint=str(ckpt.resolve()), step=info.get("step"),
+                  model=cfg.model.name, data=cfg.data.name)
+    result["files"] = _write_outputs(output_dir(ckpt), result, imageset.images, targets, scores)
+    log.info("%s accuracy %.2f%% (%d images)", split, 100 * result["acc"], result["n"])
+    return result
+
+
+def _write_outputs(out: Path, result: dict[str, Any], images: torch.Tensor, targets: torch.Tensor,
+                   scores: torch.Tensor) -> dict[str, str]:
+    from resnetlab.eval import plots
+
+    split, classes = result["split"], [row["class"] for row in result["per_class"]]
+    files = {"metrics": out / f"eval_{split}.json", "confusion csv": out / f"confusion_{split}.csv"}
+    _write_atomic(files["metrics"], json.dumps({k: v for k, v in result.items() if k != "files"}, indent=1) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["true \\ predicted", *classes])
+    writer.writerows([name, *row] for name, row in zip(classes, result["confusion_matrix"], strict=True))
+    _write_atomic(files["confusion csv"], buffer.getvalue())
+    title = f"{result['model']} on {plots.short_data_name(result['data'])} {split}"
+    files["confusion plot"] = plots.plot_confusion(result["confusion_matrix"], classes,
+                                                   out / "plots" / f"confusion_{split}.png", title=title)
+    files["wrong predictions"] = plots.plot_wrong(images, targets, scores, classes,
+                                                  out / "plots" / f"wrong_{split}.png")
+    return {label: str(path) for label, path in files.items()}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

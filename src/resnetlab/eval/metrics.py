@@ -197,7 +197,9 @@ def format_metrics(result: dict[str, Any], max_matrix_classes: int = 20) -> str:
         lines += ["", _format_table(result)]
         matrix = result["confusion_matrix"]
         if len(matrix) <= max_matrix_classes:
-            lines += ["", "confusion matrix (rows = true class, columns = predicted class):", _format_matrix(matrix)]
+            names = [row["class"][:16] for row in result["per_class"]]
+            lines += ["", "confusion matrix (rows = true class, columns = predicted class):",
+                      _format_matrix(matrix, names)]
     for label, path in result.get("files", {}).items():
         lines.append(f"{label}: {path}")
     return "\n".join(lines)
@@ -217,8 +219,9 @@ def _format_table(result: dict[str, Any]) -> str:
                       line("weighted avg", result["weighted"])])
 
 
-def _format_matrix(matrix: list[list[int]]) -> str:
+def _format_matrix(matrix: list[list[int]], names: Sequence[str]) -> str:
     width = max(3, *(len(str(v)) for row in matrix for v in row))
-    head = " " * 4 + " ".join(f"{j:>{width}}" for j in range(len(matrix)))
-    rows = [f"{i:>3} " + " ".join(f"{v:>{width}}" for v in row) for i, row in enumerate(matrix)]
+    label = max(len(n) for n in names)
+    head = " " * (label + 5) + " ".join(f"{j:>{width}}" for j in range(len(matrix)))
+    rows = [f"{i:>3} {names[i]:<{label}} " + " ".join(f"{v:>{width}}" for v in row) for i, row in enumerate(matrix)]
     return "\n".join([head, *rows])

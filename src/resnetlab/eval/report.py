@@ -1,0 +1,249 @@
+"""RUN_DIR/report.html: one self-contained page about a run, to keep or send.
+
+Every image is inlined as a base64 data URI and the CSS is inline, so the file works offline and as an
+e-mail attachment; nothing refers to an external URL. Missing pieces are generated first: the test-set
+evaluation (eval_test.json, confusion matrix, most confidently wrong images), the training curves and the
+grid of training images. A piece that cannot be made (e.g. the data set is not on this machine) is shown as
+a note instead of failing the whole report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from resnetlab.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SPLIT = "test"
+
+CSS = """
+* { box-sizing: border-box; }
+body { margin: 0; background: #f3f4f6; color: #1f2933; font: 15px/1.45 system-ui, -apple-system, "Segoe UI",
+       Roboto, "Helvetica Neue", Arial, sans-serif; }
+header { background: #1f3a5f; color: #fff; padding: 22px 32px 18px; }
+header h1 { margin: 0 0 4px; font-size: 24px; font-weight: 600; }
+header p { margin: 0; color: #c8d6e8; }
+main { max-width: 1240px; margin: 0 auto; padding: 20px 24px 40px; }
+.kpis { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 12px; margin-bottom: 18px; }
+.kpi { background: #fff; border-radius: 8px; padding: 12px 16px; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
+.kpi .v { font-size: 24px; font-weight: 600; color: #1f3a5f; }
+.kpi .l { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: #6b7785; }
+section { background: #fff; border-radius: 8px; padding: 16px 20px 20px; margin-bottom: 18px;
+          box-shadow: 0 1px 3px rgba(0,0,0,.08); }
+section h2 { margin: 0 0 10px; font-size: 18px; font-weight: 600; color: #1f3a5f; }
+.note { color: #6b7785; font-size: 13px; margin: 4px 0 10px; }
+.warn { background: #fff7e6; border-left: 4px solid #f0a020; padding: 8px 12px; color: #6b4a00; }
+.figure { text-align: center; }
+.figure img { max-width: 100%; height: auto; border: 1px solid #e5e7eb; border-radius: 4px; }
+.row { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 18px; }
+.row > section { margin-bottom: 0; }
+.stack { margin-bottom: 18px; }
+@media (max-width: 900px) { .row { grid-template-columns: minmax(0, 1fr); } .row > section { margin-bottom: 18px; } }
+table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
+th, td { padding: 5px 10px; border-bottom: 1px solid #eceef1; text-align: right; white-space: nowrap; }
+th { background: #f7f8fa; color: #4b5563; font-weight: 600; }
+td.k, th.k { text-align: left; }
+tr.avg td { font-weight: 600; background: #fafbfc; }
+.bar { display: inline-block; height: 8px; background: #5b8fd0; border-radius: 2px; vertical-align: middle;
+       margin-left: 6px; }
+pre { background: #f7f8fa; border: 1px solid #eceef1; border-radius: 4px; padding: 10px 12px; overflow: auto;
+      font-size: 12.5px; max-height: 520px; margin: 0; }
+footer { color: #8a94a0; font-size: 12px; text-align: center; padding: 10px; }
+"""
+
+
+# ------------------------------------------------------------------------------------ generating pieces
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _attempt(what: str, make: Callable[[], Any], notes: list[str]) -> Any:
+    """Run `make`; on a UserError (e.g. data not on this machine) record a note instead of failing."""
+    try:
+        return make()
+    except UserError as exc:
+        log.warning("report: no %s (%s)", what, exc)
+        notes.append(f"No {what}: {exc}")
+        return None
+
+
+def _ensure_pieces(run_dir: Path) -> list[str]:
+    """Generate the evaluation, plots and image grids the report shows; returns notes for what failed."""
+    from resnetlab.eval import plots
+
+    notes: list[str] = []
+    plot_dir = run_dir / "plots"
+    if (run_dir / "metrics.jsonl").is_file():
+        _attempt("training curves", lambda: plots.plot_curves(run_dir), notes)
+        _attempt("learning-rate plot", lambda: plots.plot_lr(run_dir), notes)
+    else:
+        notes.append("No training curves: metrics.jsonl is missing.")
+    needed = [run_dir / f"eval_{SPLIT}.json", plot_dir / f"confusion_{SPLIT}.png", plot_dir / f"wrong_{SPLIT}.png"]
+    if not all(p.is_file() for p in needed):
+        from resnetlab.engine.evaluate import evaluate_run
+
+        _attempt("test-set evaluation", lambda: evaluate_run(run_dir, split=SPLIT), notes)
+    result = _read_json(run_dir / f"eval_{SPLIT}.json")
+    if result and "per_class" in result:
+        _attempt("per-class plot", lambda: plots.plot_per_class(result, plot_dir / f"per_class_{SPLIT}.png"), notes)
+    if not (plot_dir / "train_samples.png").is_file():
+        _attempt("training-image grid", lambda: plots.plot_train_samples(run_dir), notes)
+    return notes
+
+
+# ------------------------------------------------------------------------------------------- HTML parts
+
+
+def _img(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return f'<p class="note">({html.escape(path.name)} is not available)</p>'
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<div class="figure"><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"></div>'
+
+
+def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, float) and ("acc" in key or key.endswith("_err")):
+        return f"{100 * value:.2f}%"
+    if isinstance(value, float) and key.endswith("_s"):
+        return f"{value:,.1f} s" if key != "images_per_s" else f"{value:,.0f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _kv_table(data: dict[str, Any]) -> str:
+    rows = "".join(f'<tr><td class="k">{html.escape(str(k))}</td><td>{html.escape(_fmt(str(k), v))}</td></tr>'
+                   for k, v in data.items())
+    return f"<table><tbody>{rows}</tbody></table>"
+
+
+def _kpis(summary: dict[str, Any] | None, result: dict[str, Any] | None) -> str:
+    items: list[tuple[str, str]] = []
+    acc = (result or {}).get("acc", (summary or {}).get("test_acc"))
+    if acc is not None:
+        items.append(("test error (top-1)", f"{100 * (1 - acc):.2f}%"))
+    if result and result.get("acc5") is not None:
+        items.append((f"top-{result.get('top_k', 5)} error", f"{100 * (1 - result['acc5']):.2f}%"))
+    if summary:
+        for key, label in (("best_val_acc", "best validation acc"), ("params", "parameters"), ("steps", "iterations"),
+                           ("train_time_s", "training time")):
+            if summary.get(key) is not None:
+                items.append((label, _fmt(key, summary[key])))
+    cells = "".join(f'<div class="kpi"><div class="v">{html.escape(v)}</div><div class="l">{html.escape(label)}</div>'
+                    "</div>" for label, v in items)
+    return f'<div class="kpis">{cells}</div>' if cells else ""
+
+
+def _per_class_table(result: dict[str, Any]) -> str:
+    def row(name: str, r: dict[str, Any], cls: str = "") -> str:
+        bar = f'<span class="bar" style="width:{60 * r["f1"]:.0f}px"></span>'
+        return (f'<tr class="{cls}"><td class="k">{html.escape(name)}</td><td>{r["precision"]:.4f}</td>'
+                f'<td>{r["recall"]:.4f}</td><td>{r["f1"]:.4f}{bar}</td><td>{r["support"]:,}</td></tr>')
+
+    body = "".join(row(r["class"], r) for r in result["per_class"])
+    body += row("macro avg", result["macro"], "avg") + row("weighted avg", result["weighted"], "avg")
+    head = ('<tr><th class="k">class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>')
+    return f"<table><thead>{head}</thead><tbody>{body}</tbody></table>"
+
+
+def _section(title: str, body: str, note: str = "") -> str:
+    note_html = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    return f"<section><h2>{html.escape(title)}</h2>{note_html}{body}</section>"
+
+
+def _evaluation_sections(run_dir: Path, result: dict[str, Any] | None) -> list[str]:
+    plot_dir = run_dir / "plots"
+    if not result:
+        return []
+    tta = " with flip test-time augmentation" if result.get("tta") else ""
+    headline = (f"top-1 accuracy {100 * result['acc']:.2f}%, top-{result.get('top_k', 5)} accuracy "
+                f"{100 * result['acc5']:.2f}%, loss {result['loss']:.4f} on {result['n']:,} {SPLIT} images{tta}; "
+                f"checkpoint {Path(str(result.get('checkpoint', '?'))).name}.")
+    table = _section("Per-class precision, recall and F1", _per_class_table(result), headline)
+    confusion = _section("Confusion matrix", _img(plot_dir / f"confusion_{SPLIT}.png", "confusion matrix"),
+                         "Rows are the true class, columns the prediction; colour = fraction of the row.")
+    wrong = _section("Most confidently wrong test images", _img(plot_dir / f"wrong_{SPLIT}.png", "wrong predictions"),
+                     "True and predicted label with the predicted probability, most confident mistakes first.")
+    return [f'<div class="row stack">{table}{confusion}</div>', f'<div class="stack">{wrong}</div>']
+
+
+def _render(run_dir: Path, notes: list[str]) -> str:
+    summary = _read_json(run_dir / "summary.json")
+    result = _read_json(run_dir / f"eval_{SPLIT}.json")
+    config_path = run_dir / "config.yaml"
+    config = config_path.read_text() if config_path.is_file() else "(config.yaml is missing)"
+    model, data = _model_and_data(config)
+    status = "finished" if summary else "not finished (no summary.json yet)"
+    warn = "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
+    curves = _section("Training curves", _img(run_dir / "plots" / "curves.png", "loss and error against iteration"),
+                      "Training (thin, dashed) and validation (bold) loss and top-1 error against iteration, "
+                      "drawn like Figure 6 of He et al. (2016).")
+    lr = _section("Learning rate", _img(run_dir / "plots" / "lr.png", "learning rate against iteration"))
+    samples = _section("Training images as the model sees them",
+                       _img(run_dir / "plots" / "train_samples.png", "training images"),
+                       "One batch from the training loader: augmented, then un-normalized for display.")
+    summary_html = _section("Summary", _kv_table(summary) if summary else '<p class="note">No summary.json.</p>')
+    config_html = _section("Configuration", f"<pre>{html.escape(config)}</pre>",
+                           f"{config_path.name}: re-running it with --recipe reproduces the run.")
+    chart = _section("Per-class scores", _img(run_dir / "plots" / f"per_class_{SPLIT}.png", "per-class scores"))
+    parts = [
+        f"<header><h1>{html.escape(run_dir.name)}</h1><p>{html.escape(model)} on {html.escape(data)} "
+        f"&middot; run {status} &middot; {html.escape(str(run_dir.resolve()))}</p></header><main>",
+        warn, _kpis(summary, result), f'<div class="stack">{curves}</div>',
+        *_evaluation_sections(run_dir, result), f'<div class="stack">{samples}</div>',
+        f'<div class="row stack">{chart if result else ""}{lr}</div>',
+        f'<div class="row stack">{summary_html}{config_html}</div>',
+        "</main><footer>written by resnetlab &middot; self-contained: every image is embedded in this file</footer>",
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>resnetlab report: {html.escape(run_dir.name)}</title><style>{CSS}</style></head><body>"
+            + "\n".join(p for p in parts if p) + "</body></html>\n")
+
+
+def _model_and_data(config_text: str) -> tuple[str, str]:
+    import yaml
+
+    try:
+        config = yaml.safe_load(config_text) or {}
+        return str(config["model"]["name"]), str(config["data"]["name"])
+    except (yaml.YAMLError, KeyError, TypeError):
+        return "?", "?"
+
+
+def write_report(run_dir: Path | str) -> Path:
+    """Write RUN_DIR/report.html (self-contained), generating the evaluation and plots it needs.
+
+    Args:
+        run_dir: a run directory written by `resnetlab train`.
+
+    Returns:
+        The path of report.html.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass the --out of 'resnetlab train'")
+    notes = _ensure_pieces(run_dir)
+    out = run_dir / "report.html"
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(_render(run_dir, notes), encoding="utf-8")
+    os.replace(tmp, out)
+    log.info("wrote %s", out)
+    return out

@@ -1,0 +1,99 @@
+"""`resnetlab report RUN_DIR`: one self-contained HTML file that renders in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from evalkit import tiny_run_fixture  # noqa: F401 (a session fixture; no conftest.py here, see evalkit)
+
+from resnetlab.engine.config import dump_config, load_config
+from resnetlab.eval.report import write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MIN_IMAGES, MIN_WIDTH_PX = 5, 100
+
+
+@pytest.fixture(scope="module")
+def report_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run without any evaluation or plot, then its report."""
+    run = tmp_path_factory.mktemp("report") / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval_*", "confusion_*", "plots", "report.html"))
+    write_report(run)
+    return run
+
+
+def _data_uris(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+def test_report_inlines_everything_and_generates_the_missing_pieces(report_run) -> None:
+    page = (report_run / "report.html").read_text()
+    assert "://" not in page  # no external URL of any kind
+    assert not re.search(r'(?:src|href)\s*=\s*"(?!data:)', page)  # every resource is a data URI
+    images = _data_uris(page)
+    assert len(images) >= 6 and all(img.startswith(PNG_MAGIC) for img in images)
+    for name in ("curves", "lr", "confusion_test", "wrong_test", "per_class_test", "train_samples"):
+        assert (report_run / "plots" / f"{name}.png").is_file(), name
+    result = json.loads((report_run / "eval_test.json").read_text())
+    summary = json.loads((report_run / "summary.json").read_text())
+    assert result["acc"] == summary["test_acc"]
+    assert f"top-1 accuracy {100 * result['acc']:.2f}%" in page
+    for row in result["per_class"]:  # the per-class table
+        assert f'<td class="k">{row["class"]}</td><td>{row["precision"]:.4f}</td>' in page
+    assert "resnet20" in page and "description: resolved config" in page  # the config
+
+
+def test_report_again_reuses_the_evaluation(report_run, run_cli) -> None:
+    before = (report_run / "eval_test.json").stat().st_mtime_ns
+    code, out, err = run_cli("report", report_run)
+    assert code == 0 and out.strip() == str(report_run / "report.html")
+    assert (report_run / "eval_test.json").stat().st_mtime_ns == before
+
+
+def test_report_without_checkpoint_or_data_still_shows_the_curves(tmp_path, run_cli) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = load_config(None, [f"data.name=imagefolder:{tmp_path / 'gone'}"])
+    (run / "config.yaml").write_text(dump_config(cfg))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 10, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5,
+                                                   "val_loss": 1.1, "val_acc": 0.4}) + "\n")
+    code, out, err = run_cli("report", run)
+    assert code == 0
+    page = (run / "report.html").read_text()
+    assert "No test-set evaluation" in page and "No training-image grid" in page
+    assert len(_data_uris(page)) == 2  # curves and learning rate
+
+
+def test_report_of_a_non_run_is_exit_2(tmp_path, run_cli) -> None:
+    code, _, err = run_cli("report", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "config.yaml" in err
+
+
+def test_report_renders_in_chromium(report_run, chromium, tmp_path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    shot = tmp_path / "report.png"
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto((report_run / "report.html").as_uri(), wait_until="load")
+            images = page.evaluate("""Array.from(document.images).map(img => ({
+                complete: img.complete, natural: img.naturalWidth, shown: img.getBoundingClientRect().width}))""")
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    print(f"report screenshot: {shot}")
+    loaded = [img for img in images if img["complete"] and img["natural"] > 0]
+    assert len(loaded) >= MIN_IMAGES, images
+    assert all(img["shown"] >= MIN_WIDTH_PX for img in loaded), images
+    assert all(url.startswith(("file:", "data:")) for url in requests), requests
+    assert shot.read_bytes().startswith(PNG_MAGIC)

@@ -98,7 +98,10 @@ class BatchTransform:
         """
         if params is not None:
             images = augment_uint8(images, params, self.augment, mirrored, self._scratch)
-        x = torch.addcmul(self.offset, images, self.scale)  # (N, H, W, C) float32: one fused pass
+        x = images.to(torch.float32)  # (N, H, W, C)
+        # In place with out=: the output then sets the loop order. Without it, the broadcast (H, W, C) operand
+        # makes TensorIterator loop over N innermost, 15x slower on a CPU.
+        torch.addcmul(self.offset, x, self.scale, out=x)
         if params is not None and self.augment.cutout:
             cutout_(x, params, self.augment.cutout)
         x = x.permute(0, 3, 1, 2)  # (N, C, H, W) view with channels_last strides

@@ -24,6 +24,7 @@ def flat_folder(tmp_path):
     for (cls, name), array in pixels.items():
         write_png(tmp_path / "pets" / cls / name, array)
     (tmp_path / "pets" / "dog" / "notes.txt").write_text("not an image")
+    (tmp_path / "pets" / "dog" / "._z.png").write_bytes(b"macOS resource fork, not a PNG")
     return tmp_path / "pets", pixels
 
 

@@ -51,7 +51,9 @@ def _class_names(folder: Path) -> list[str]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Image files under `folder`, sorted; hidden ones (macOS "._x.png" resource forks) are skipped."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
 
 
 def list_imagefolder(path: str | os.PathLike, split: str = "train") -> FolderListing:

@@ -108,3 +108,18 @@ def test_quiet_prints_nothing(tiny_root, tmp_path, caplog, capsys):
     train(tiny_config(tiny_root, tmp_path / "quiet", train__iters=4, train__log_every=2, train__quiet=True))
     assert "step 2/4" not in caplog.text and "test accuracy" not in caplog.text
     assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_on_a_terminal(tiny_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    train(tiny_config(tiny_root, tmp_path / "run", train__iters=4, train__log_every=2, train__quiet=False))
+    err = capsys.readouterr().err
+    assert "4/4" in err and "img_s=" in err and "lr=" in err and "acc=" in err  # tqdm's bar and postfix
+
+
+def test_public_api_exports():
+    import resnetlab
+    from resnetlab.engine import evaluate as engine_evaluate
+
+    assert resnetlab.train is train and resnetlab.load_checkpoint is load_checkpoint
+    assert resnetlab.evaluate is engine_evaluate and resnetlab.load_config("fmnist-fast", []).recipe == "fmnist-fast"

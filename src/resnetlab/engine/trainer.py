@@ -188,10 +188,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> None:
 def validate_and_checkpoint(run: Run) -> None:
     """Evaluate the validation split, append the metrics row, update best/top-k and save last.pt."""
     _check_finite(run)
-    now = time.perf_counter()
-    period_s = now - run.clock["period_start"]
-    run.state.step_time_s += period_s
-    run.state.images_seen += int(run.clock["period_images"])
+    period_s, period_images = _close_period(run)
     train = run.train_metrics.compute()
     run.train_metrics.reset()
     val = None
@@ -205,7 +202,7 @@ def validate_and_checkpoint(run: Run) -> None:
             "step": run.state.step, "epoch": round(run.state.step / run.steps_per_epoch, 4), "lr": run.state.lr,
             "train_loss": train["loss"], "train_acc": train["acc"],
             "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
-            "images_per_s": run.clock["period_images"] / max(period_s, 1e-9), "time_s": run.state.train_time_s,
+            "images_per_s": period_images / max(period_s, 1e-9), "time_s": run.state.train_time_s,
         })
     _save_checkpoints(run, val["acc"] if val else None)
     _start_period(run, time.perf_counter())
@@ -328,6 +325,14 @@ def _start_period(run: Run, now: float) -> None:
     run.clock.update(period_start=now, period_images=0.0, period_step=float(run.state.step))
 
 
+def _close_period(run: Run) -> tuple[float, float]:
+    """Add the training steps since the period started to the throughput totals; returns (seconds, images)."""
+    seconds, images = time.perf_counter() - run.clock["period_start"], run.clock["period_images"]
+    run.state.step_time_s += seconds
+    run.state.images_seen += int(images)
+    return seconds, images
+
+
 def _loop_time(run: Run) -> float:
     return run.clock["loop_base"] + time.perf_counter() - run.clock["loop_start"]
 
@@ -368,6 +373,7 @@ def _stop_signal(run: Run) -> int | None:
 def _interrupt(run: Run, signum: int) -> None:
     """Save last.pt after the current step and raise Interrupted."""
     _check_finite(run)
+    _close_period(run)
     run.state.train_time_s = _loop_time(run)
     if run.env.is_main:
         save_checkpoint(run.checkpoints / "last.pt", _checkpoint_state(run))

@@ -74,3 +74,12 @@ def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         _write_idx(folder / f"{split}-images-idx3-ubyte.gz", images)
         _write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
     return root
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests train tiny nets: one intra-op thread is faster than two fighting over shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -119,10 +119,20 @@ def test_aggregate_flag_rebuilds_tables_and_figures(finished_sweep: Path, run_cl
     assert (out / "results.csv").is_file() and (out / "figure6.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_a_different_spec_is_refused_for_an_existing_sweep_dir(finished_sweep: Path, tiny_mnist: Path, run_cli):
-    other = write_spec(finished_sweep / "other.yaml", tiny_mnist, {"model.name": ["plain20"]}, [0])
-    code, _, err = run_cli("sweep", other, "--out", finished_sweep / "out")
+def test_a_different_sweep_is_refused_and_fewer_seeds_or_a_new_description_accepted(finished_sweep: Path,
+                                                                                   tiny_mnist: Path, run_cli):
+    out = finished_sweep / "out"
+    other = write_spec(finished_sweep / "other.yaml", tiny_mnist, {"optim.lr": [0.1]}, [0])
+    code, _, err = run_cli("sweep", other, "--out", out)
     assert code == 2 and "holds another sweep" in err
+    narrowed = yaml.safe_load((finished_sweep / "tiny.yaml").read_text())
+    narrowed.update(seeds=[1], description="only seed 1")
+    (finished_sweep / "narrow.yaml").write_text(yaml.safe_dump(narrowed))
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/summary.json")}
+    code, stdout, _ = run_cli("sweep", finished_sweep / "narrow.yaml", "--out", out)
+    assert code == 0 and "only seed 1" in stdout and "| plain20 | 1 |" in stdout and "2 of 2 runs finished" in stdout
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/summary.json")} == mtimes  # nothing retrained
+    assert run_cli("sweep", finished_sweep / "tiny.yaml", "--out", out)[0] == 0  # back to the full sweep
 
 
 def test_subprocess_jobs_and_a_failing_run(tiny_mnist: Path, tmp_path: Path, run_cli):
@@ -170,12 +180,13 @@ def test_lr_find_command(tiny_mnist: Path, tmp_path: Path, run_cli):
     png = tmp_path / "lr.png"
     code, out, err = run_cli("lr-find", "--recipe", "fmnist-fast", "--data", "mnist", "--data-dir", tiny_mnist,
                              "--set", "data.val_size=20", "--set", "data.batch_size=20", "--set", "train.device=cpu",
-                             "--set", "train.threads=1", "--iters", "25", "--lr-min", "1e-4", "--lr-max", "3",
+                             "--set", "train.threads=2", "--iters", "25", "--lr-min", "1e-4", "--lr-max", "3",
                              "--out", png)
     assert code == 0, err
     lines = out.splitlines()
     suggested = float(lines[0].removeprefix("suggested lr: "))
     assert 1e-4 <= suggested <= 3 and lines[1] == f"plot: {png}"
     assert png.read_bytes()[:8] == PNG_MAGIC
+    assert torch.get_num_threads() == 1  # train.threads=2 applied during the test only
     code, _, err = run_cli("lr-find", "--recipe", "fmnist-fast", "--iters", "3")
     assert code == 2 and "--iters must be at least 10" in err

@@ -75,24 +75,34 @@ def lr_find(cfg: Any, out: str | Path = "lr_find.png", iters: int = 200, lr_min:
 
     check_range(iters, lr_min, lr_max)
     device = builders.select_device(cfg.train.device)
+    threads = torch.get_num_threads()
     builders.configure_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    data = builders.build_data(cfg)
-    loader = builders.make_loader(data.train, cfg, train=True, device=device, normalization=data.normalization)
-    model = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes)).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = builders.build_optimizer(model, cfg, cfg.optim.lr, device)
-    amp = builders.amp_dtype(cfg.train.amp, device)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    logger.info("lr range test: %s on %s, lr %.1e -> %.1e over %d iterations", cfg.model.name, cfg.data.name,
-                lr_min, lr_max, iters)
-    # fp16 would need a GradScaler; the test only needs the loss's shape, so it runs fp16 setups in float32.
-    curve = lr_find_model(model, optimizer, loader, loss_fn=loss_fn, iters=iters, lr_min=lr_min, lr_max=lr_max,
-                          amp_dtype=amp if amp == torch.bfloat16 else None)
+    try:
+        torch.manual_seed(cfg.train.seed)
+        curve = _range_test(cfg, device, iters, lr_min, lr_max)
+    finally:
+        torch.set_num_threads(threads)
     suggested, rule = suggest_lr(curve.lrs, curve.losses)
     plot = plot_lr_find(curve, suggested, rule, Path(out), title=f"{cfg.model.name} on {cfg.data.name}")
     return LRFindResult(suggested_lr=suggested, plot=plot, lrs=curve.lrs, losses=curve.losses, rule=rule)
+
+
+def _range_test(cfg: Any, device: torch.device, iters: int, lr_min: float, lr_max: float) -> LRCurve:
+    """Build the recipe's data, model and optimizer (as the trainer does) and run the range test on them."""
+    from resnetlab.engine import builders
+
+    data = builders.build_data(cfg)
+    loader = builders.make_loader(data.train, cfg, train=True, device=device, normalization=data.normalization)
+    model = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes))
+    model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
+    optimizer = builders.build_optimizer(model, cfg, cfg.optim.lr, device)
+    amp = builders.amp_dtype(cfg.train.amp, device)
+    logger.info("lr range test: %s on %s, lr %.1e -> %.1e over %d iterations", cfg.model.name, cfg.data.name,
+                lr_min, lr_max, iters)
+    # fp16 would need a GradScaler; the test only needs the loss's shape, so it runs fp16 setups in float32.
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    return lr_find_model(model, optimizer, loader, loss_fn=loss_fn, iters=iters, lr_min=lr_min, lr_max=lr_max,
+                         amp_dtype=amp if amp == torch.bfloat16 else None)
 
 
 def check_range(iters: int, lr_min: float, lr_max: float) -> None:

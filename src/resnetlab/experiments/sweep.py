@@ -15,8 +15,9 @@ runs started as subprocesses), DIR/results.csv, DIR/results.md and the figures (
 
 Re-running the same command completes a sweep: a run with summary.json is finished and skipped, one with
 checkpoints/last.pt is resumed (`resume=True`, bit-exact on CPU), any other leftover directory (a run that
-died before its first checkpoint) starts over. Runs go seed by seed (every point's first seed, then the
-second, ...), so a sweep stopped early already compares every point.
+died before its first checkpoint) starts over; a spec with more seeds or grid values extends the sweep. Runs
+go seed by seed (every point's first seed, then the second, ...), so a sweep stopped early already compares
+every point.
 
 With `jobs=1` runs are trained one after another in this process; with `jobs=N` as N `python -m resnetlab
 train` subprocesses at once, which isolates their failures: on CPU each gets `train.threads = cores // N`
@@ -128,13 +129,15 @@ def plan(out: Path, points: list[RunPoint]) -> list[Task]:
 
 
 def _claim_dir(out: Path, spec: SweepSpec) -> None:
-    """Write DIR/sweep.yaml, or check that the one there is this same sweep (so skipped runs are really its)."""
+    """Write DIR/sweep.yaml. A directory that holds a sweep already must hold this one: the same recipe, `set`,
+    `when` and grid keys, so that a run of the same name there has the same config. More seeds or grid values
+    extend it (the new spec replaces sweep.yaml)."""
     path = out / SPEC_FILE
     if path.is_file():
-        existing = parse_spec(yaml.safe_load(path.read_text()), name=spec.name)
-        if existing.to_dict() != spec.to_dict():
-            raise UserError(f"{out} holds another sweep ({path} differs from this spec); use a new --out DIR")
-        return
+        old = parse_spec(yaml.safe_load(path.read_text()), name=spec.name)
+        if (old.recipe, old.fixed, old.when, list(old.grid)) != (spec.recipe, spec.fixed, spec.when, list(spec.grid)):
+            raise UserError(f"{out} holds another sweep (its recipe, set, when or grid keys differ from this spec's, "
+                            f"see {path}); use a new --out DIR")
     (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
 

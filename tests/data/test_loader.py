@@ -260,3 +260,15 @@ def test_impossible_settings_are_user_errors():
         Loader(data, 2, mean=MEAN, std=(0.1, 0.0, 0.1))
     with pytest.raises(UserError, match="crop_padding must be >= 0"):
         AugmentConfig(crop_padding=-1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_batches_equal_cpu_batches():
+    data = indexed_set(40)
+    cfg = AugmentConfig(crop_padding=2, flip=True, translate=1, cutout=3, resize=12)
+    cpu = epoch_batches(Loader(data, 8, augment=cfg, mean=MEAN, std=STD, seed=9))
+    gpu = epoch_batches(Loader(data, 8, augment=cfg, mean=MEAN, std=STD, seed=9, device="cuda"))
+    for (x, y), (gx, gy) in zip(cpu, gpu, strict=True):
+        assert gx.device.type == "cuda" and gx.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(y, gy.cpu())
+        torch.testing.assert_close(gx.cpu(), x, rtol=0, atol=1e-5)

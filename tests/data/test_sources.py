@@ -167,6 +167,8 @@ def test_idx_truncated_names_the_file(tmp_path, gz):
     image_file.write_bytes(gzip.compress(data) if gz else data)
     with pytest.raises(UserError, match=f"{image_file.name} is truncated"):
         load_dataset("mnist", root=tmp_path)
+    write_idx(tmp_path / "mnist", "train", images, labels, gz)  # repaired: read afresh, nothing kept from before
+    assert torch.equal(load_dataset("mnist", root=tmp_path).images[:, 0], torch.from_numpy(images))
 
 
 def test_idx_corrupt_gzip_names_the_file(tmp_path):

@@ -60,7 +60,8 @@ def init_distributed(env: DistEnv, device: torch.device, timeout_s: int) -> None
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
                             rank=env.rank, world_size=env.world_size)
-    log.info("process group: %s, rank %d of %d", backend, env.rank, env.world_size)
+    if env.is_main:
+        log.info("process group: %s, %d processes", backend, env.world_size)
 
 
 def destroy_distributed() -> None:

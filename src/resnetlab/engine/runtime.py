@@ -7,6 +7,7 @@ leaves the interpreter as it found it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -29,10 +30,14 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def process_settings(cfg: Config, device: torch.device) -> Iterator[StopSignals]:
-    """Threads, deterministic algorithms and signal handlers for the run; the previous ones afterwards."""
+def process_settings(cfg: Config, device: torch.device, is_main: bool = True) -> Iterator[StopSignals]:
+    """Threads, deterministic algorithms, signal handlers (and quiet logs off rank 0) for the run; then the old ones."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     benchmark = torch.backends.cudnn.benchmark
+    package_log = logging.getLogger("resnetlab")
+    log_level = package_log.level
+    if not is_main:
+        package_log.setLevel(logging.WARNING)  # one copy of the INFO messages, from rank 0
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     builders.configure_threads(cfg.train.threads, local_world if device.type == "cpu" else 1)
     if cfg.train.deterministic:
@@ -46,6 +51,7 @@ def process_settings(cfg: Config, device: torch.device) -> Iterator[StopSignals]
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         torch.backends.cudnn.benchmark = benchmark
+        package_log.setLevel(log_level)
 
 
 class StopSignals:

@@ -125,7 +125,7 @@ def train(cfg: Config, *, resume: bool = False) -> RunResult:
     init_distributed(env, device, cfg.dist.timeout_s)
     try:
         run_dir, ckpt, cfg = check_run_dir(cfg, resume)
-        with process_settings(cfg, device) as stop:
+        with process_settings(cfg, device, env.is_main) as stop:
             run = _build_run(cfg, env, device, run_dir, ckpt, stop)
             try:
                 fit(run)

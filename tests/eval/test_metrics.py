@@ -177,3 +177,15 @@ def test_state_dict_resumes_a_partial_accumulation() -> None:
     resumed.load_state_dict(state)
     resumed.update(logits[3:], target[3:], torch.tensor(4.0))
     assert resumed.compute() == _hand_metrics()
+
+
+def test_evaluate_under_bf16_autocast_returns_float_scores_close_to_fp32() -> None:
+    model = _Asymmetric()
+    gen = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(8, 2, 4, 4, generator=gen), torch.randint(0, 5, (8,), generator=gen))]
+    exact = evaluate(model, batches, num_classes=5)
+    mixed = evaluate(model, batches, num_classes=5, amp_dtype=torch.bfloat16)
+    assert mixed["loss"] == pytest.approx(exact["loss"], rel=0.05)  # bf16 keeps ~3 significant digits
+    assert mixed["n"] == 8
+    scores, _ = predict_batches(model, batches, amp_dtype=torch.bfloat16)
+    assert scores.dtype == torch.float32

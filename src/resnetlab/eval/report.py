@@ -43,6 +43,7 @@ section h2 { margin: 0 0 10px; font-size: 18px; font-weight: 600; color: #1f3a5f
 .warn { background: #fff7e6; border-left: 4px solid #f0a020; padding: 8px 12px; color: #6b4a00; }
 .figure { text-align: center; }
 .figure img { max-width: 100%; height: auto; border: 1px solid #e5e7eb; border-radius: 4px; }
+.figure.narrow img { max-width: min(100%, 820px); }
 .row { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 18px; }
 .row > section { margin-bottom: 0; }
 .stack { margin-bottom: 18px; }
@@ -107,11 +108,12 @@ def _ensure_pieces(run_dir: Path) -> list[str]:
 # ------------------------------------------------------------------------------------------- HTML parts
 
 
-def _img(path: Path, alt: str) -> str:
+def _img(path: Path, alt: str, narrow: bool = False) -> str:
     if not path.is_file():
         return f'<p class="note">({html.escape(path.name)} is not available)</p>'
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<div class="figure"><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"></div>'
+    css = "figure narrow" if narrow else "figure"
+    return f'<div class="{css}"><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}"></div>'
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -177,11 +179,13 @@ def _evaluation_sections(run_dir: Path, result: dict[str, Any] | None) -> list[s
                 f"{100 * result['acc5']:.2f}%, loss {result['loss']:.4f} on {result['n']:,} {SPLIT} images{tta}; "
                 f"checkpoint {Path(str(result.get('checkpoint', '?'))).name}.")
     table = _section("Per-class precision, recall and F1", _per_class_table(result), headline)
-    confusion = _section("Confusion matrix", _img(plot_dir / f"confusion_{SPLIT}.png", "confusion matrix"),
+    chart = _section("Per-class scores", _img(plot_dir / f"per_class_{SPLIT}.png", "per-class scores"))
+    confusion = _section("Confusion matrix", _img(plot_dir / f"confusion_{SPLIT}.png", "confusion matrix", True),
                          "Rows are the true class, columns the prediction; colour = fraction of the row.")
     wrong = _section("Most confidently wrong test images", _img(plot_dir / f"wrong_{SPLIT}.png", "wrong predictions"),
                      "True and predicted label with the predicted probability, most confident mistakes first.")
-    return [f'<div class="row stack">{table}{confusion}</div>', f'<div class="stack">{wrong}</div>']
+    return [f'<div class="row stack">{table}{chart}</div>', f'<div class="stack">{confusion}</div>',
+            f'<div class="stack">{wrong}</div>']
 
 
 def _render(run_dir: Path, notes: list[str]) -> str:
@@ -202,14 +206,12 @@ def _render(run_dir: Path, notes: list[str]) -> str:
     summary_html = _section("Summary", _kv_table(summary) if summary else '<p class="note">No summary.json.</p>')
     config_html = _section("Configuration", f"<pre>{html.escape(config)}</pre>",
                            f"{config_path.name}: re-running it with --recipe reproduces the run.")
-    chart = _section("Per-class scores", _img(run_dir / "plots" / f"per_class_{SPLIT}.png", "per-class scores"))
     parts = [
         f"<header><h1>{html.escape(run_dir.name)}</h1><p>{html.escape(model)} on {html.escape(data)} "
         f"&middot; run {status} &middot; {html.escape(str(run_dir.resolve()))}</p></header><main>",
         warn, _kpis(summary, result), f'<div class="stack">{curves}</div>',
         *_evaluation_sections(run_dir, result), f'<div class="stack">{samples}</div>',
-        f'<div class="row stack">{chart if result else ""}{lr}</div>',
-        f'<div class="row stack">{summary_html}{config_html}</div>',
+        f'<div class="row stack">{summary_html}{lr}</div>', f'<div class="stack">{config_html}</div>',
         "</main><footer>written by resnetlab &middot; self-contained: every image is embedded in this file</footer>",
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -89,8 +89,8 @@ def test_optimizer_choices_and_their_settings():
     assert isinstance(sgd, torch.optim.SGD)
     assert (sgd.defaults["nesterov"], sgd.defaults["momentum"]) == (True, 0.8)
     assert sgd.param_groups[0]["weight_decay"] == 1e-3
-    adam = _optimizer(optim__name="adam", optim__betas="[0.8, 0.99]", optim__lr=1e-3)
-    assert type(adam) is torch.optim.Adam and adam.defaults["betas"] == (0.8, 0.99)
+    adam = _optimizer(optim__name="adam", optim__betas="[0.8, 0.99]", optim__lr=1e-3, optim__eps=1e-6)
+    assert type(adam) is torch.optim.Adam and (adam.defaults["betas"], adam.defaults["eps"]) == ((0.8, 0.99), 1e-6)
     assert type(_optimizer(optim__name="adamw", optim__lr=1e-3)) is torch.optim.AdamW
 
 
@@ -204,6 +204,16 @@ def test_model_options_reach_create_model(tiny_root):
     zero = model(model__zero_init_residual=True)
     assert all(float(m.bn2.weight.detach().abs().sum()) == 0 for m in zero.modules() if hasattr(m, "bn2"))
     assert builders.model_options(tiny_config(tiny_root, None, model__stem="cifar")) == {"stem": "cifar"}
+    assert builders.model_options(tiny_config(tiny_root, None, model__options="{shortcut: B}")) == {"shortcut": "B"}
+
+
+def test_image_size_channels_and_eval_batch_size(tiny_root):
+    cfg = tiny_config(tiny_root, None, data__image_size=8, data__channels=3, eval__batch_size=40)
+    data = builders.build_data(cfg)
+    assert (data.in_chans, data.image_size, len(data.normalization["mean"])) == (3, 8, 3)
+    val = builders.make_loader(data.val, cfg, train=False, device=torch.device("cpu"),
+                               normalization=data.normalization)
+    assert len(val) == 3 and [len(y) for _, y in val] == [40, 40, 16]  # 96 validation images, every one once
 
 
 def test_distributed_batch_and_lr_rules():

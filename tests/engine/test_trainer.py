@@ -10,6 +10,7 @@ from conftest import read_rows, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
+from resnetlab.engine.config import load_config
 from resnetlab.engine.trainer import train
 from resnetlab.models import create_model
 
@@ -78,6 +79,14 @@ def test_load_checkpoint_gives_an_inference_model_and_its_info(base_run, tiny_ro
 def test_validation_every_n_iterations_and_at_the_end(tiny_root, tmp_path):
     train(tiny_config(tiny_root, tmp_path / "run", train__epochs=2, train__eval_every=5))
     assert [r["step"] for r in read_rows(tmp_path / "run")] == [5, 10, 15, 20, 24]
+
+
+def test_rerunning_config_yaml_reproduces_the_run(tiny_root, tmp_path):
+    first = train(tiny_config(tiny_root, tmp_path / "first", train__iters=6, data__flip=True, optim__lr=0.02))
+    again = train(load_config(str(first.run_dir / "config.yaml"), [f"train.out_dir={tmp_path / 'again'}"]))
+    a, b = (read_checkpoint(r.run_dir / "checkpoints" / "last.pt")["model"] for r in (first, again))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert again.summary["test_acc"] == first.summary["test_acc"]
 
 
 def test_without_validation_split_best_is_last(tiny_root, tmp_path, caplog):

@@ -14,7 +14,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,10 @@ from torch import nn
 from resnetlab.engine.config import Config, config_from_dict
 from resnetlab.errors import UserError
 from resnetlab.eval.metrics import Metrics
+
+if TYPE_CHECKING:  # pragma: no cover
+    from resnetlab.data import ImageSet
+    from resnetlab.engine.builders import Datasets
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +154,9 @@ def output_dir(ckpt: Path) -> Path:
     return ckpt.parent
 
 
-def load_split(info: dict[str, Any], split: str, data_dir: Path | str | None = None) -> tuple[Any, Any, Config]:
+def load_split(
+    info: dict[str, Any], split: str, data_dir: Path | str | None = None
+) -> tuple[ImageSet, Datasets, Config]:
     """The checkpoint's data split (as its run built it) with the run's config; checks the class count.
 
     Returns:
@@ -167,6 +173,8 @@ def load_split(info: dict[str, Any], split: str, data_dir: Path | str | None = N
     if len(data.classes) != info["num_classes"]:
         raise UserError(f"the checkpoint has {info['num_classes']} classes but {cfg.data.name} has "
                         f"{len(data.classes)}; evaluate it on the data set it was trained on")
+    if list(data.classes) != list(info["classes"]):
+        log.warning("the data set's class names differ from the checkpoint's; the checkpoint's names are reported")
     imageset = data.test if split == "test" else data.val
     if imageset is None:
         raise UserError("this run has no validation split (data.val_size=0); use --split test")

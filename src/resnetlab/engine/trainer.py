@@ -262,7 +262,7 @@ def _build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path, c
     run = Run(cfg=cfg, env=env, device=device, run_dir=run_dir, data=data, net=net, model=_wrap(net, cfg, env, device),
               optimizer=builders.build_optimizer(net, cfg, lr, device),
               schedule=LRSchedule(cfg.schedule, lr, total_iters),
-              scaler=torch.amp.GradScaler(device.type, enabled=amp == torch.float16),
+              scaler=_grad_scaler(device, amp),
               criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), amp=amp,
               train_loader=train_loader, val_loader=val_loader,
               train_metrics=Metrics(len(data.classes), device=device), total_iters=total_iters,
@@ -276,6 +276,12 @@ def _build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path, c
     barrier()
     run.logger = RunLogger(run_dir if env.is_main else None, total_iters, run.state.step, cfg.train.quiet)
     return run
+
+
+def _grad_scaler(device: torch.device, amp: torch.dtype | None) -> torch.amp.GradScaler:
+    # fp16 needs loss scaling (its range is small); bf16 and float32 do not, and a disabled scaler is a no-op.
+    enabled = amp == torch.float16
+    return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)
 
 
 def _wrap(net: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> nn.Module:

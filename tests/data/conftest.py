@@ -1,4 +1,4 @@
-"""Fixtures for the data tests (file writers for the official formats are in data_formats.py)."""
+"""Fixtures for the data tests (file writers for the official formats are in official_formats.py)."""
 
 from __future__ import annotations
 

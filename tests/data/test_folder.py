@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
-from data_formats import write_png
+from official_formats import write_png
 from PIL import Image
 
 from resnetlab.data import load_dataset, read_image, stream_imagefolder

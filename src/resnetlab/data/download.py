@@ -13,8 +13,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchvision.datasets import utils as tv_utils
-
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -65,6 +63,8 @@ def fetch(remote: Remote, folder: Path) -> Path:
     A file already there with the right md5 is not downloaded again. A file with the wrong md5 is deleted
     (nothing is kept from a bad download); when no URL gives the right file, a UserError names it.
     """
+    from torchvision.datasets import utils as tv_utils  # here, not at the top: importing it costs seconds
+
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / remote.filename
     errors = []
@@ -92,6 +92,8 @@ def fetch_archive(remote: Remote, root: Path, folder_name: str) -> Path:
     Extraction goes to a temporary folder first, so an interrupted or failed extraction never leaves a
     half-filled `root / folder_name` behind.
     """
+    from torchvision.datasets import utils as tv_utils  # here, not at the top: importing it costs seconds
+
     archive = fetch(remote, root)
     target = root / folder_name
     with tempfile.TemporaryDirectory(dir=root, prefix=".extract-") as tmp:

@@ -1,0 +1,209 @@
+"""Training images/s of ResNet-20: resnetlab's engine with its defaults against the first tutorial's loop, side by side.
+
+Both train ResNet-20 on the same CIFAR-shaped random uint8 data (3 x 32 x 32, 10 classes) with the paper's
+augmentation (4-px zero pad + random 32x32 crop, random horizontal flip), batch 128, SGD with momentum:
+
+- ours: the engine's own objects, built from the `he2016-cifar10` recipe through `engine.builders` (in-memory
+  Loader with batched augmentation on the device, model in the engine's memory format, foreach/fused SGD, the
+  engine's thread setting, `torch.compile` if `train.compile`), stepped by `engine.trainer.train_step` (the
+  very function `resnetlab train` runs: lr schedule, autocast, metrics without host sync);
+- tutorial: the first tutorial's loop as it runs (its ResNet-20 has projection shortcuts, i.e. option B):
+  RandomCrop(32, 4) + RandomHorizontalFlip + ToTensor + Normalize on PIL images in a Dataset, a DataLoader
+  with num_workers=2 and shuffle, fp32 NCHW, SGD(0.1, momentum 0.9, weight decay 5e-4), and per step
+  `loss.item()` and the accuracy count with `.item()`, in torch's default thread setting.
+
+Repetitions alternate between the two so that both see the same machine load; warm-up (compilation, worker
+start-up, first allocations) is excluded from the rates and reported on its own; each side's figure is the
+median over the repetitions. The last line is `ratio: X` (ours / tutorial).
+
+    python bench/throughput.py [--reps 5] [--iters 20] [--set train.compile=true] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from resnetlab.data import ImageSet, pixel_mean
+from resnetlab.engine import builders, trainer
+from resnetlab.engine.config import Config, load_config
+from resnetlab.engine.distributed import DistEnv
+from resnetlab.engine.runtime import StopSignals, process_settings
+from resnetlab.engine.schedule import LRSchedule
+from resnetlab.eval.metrics import Metrics
+from resnetlab.models import create_model
+
+TUTORIAL_MEAN, TUTORIAL_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the tutorial's constants
+Step = Callable[[], int]  # one training step; returns the images it trained on
+
+
+# ------------------------------------------------------------------------------------------------ ours
+
+
+def engine_run(cfg: Config, imageset: ImageSet, device: torch.device, total_iters: int) -> trainer.Run:
+    """The run objects `resnetlab train` would build for `cfg`, on `imageset` instead of a named data set."""
+    env = DistEnv()
+    normalization = {"mean": pixel_mean(imageset).tolist(), "std": [1.0] * 3}  # data.normalize=pixel
+    data = builders.Datasets(train=imageset, val=None, test=imageset, classes=list(imageset.classes),
+                             normalization=normalization)
+    net = builders.build_model(cfg, in_chans=3, num_classes=len(imageset.classes))
+    net.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
+    loader = builders.make_loader(imageset, cfg, train=True, device=device, normalization=normalization)
+    lr = builders.scaled_lr(cfg, 1)
+    amp = builders.amp_dtype(cfg.train.amp, device)
+    return trainer.Run(
+        cfg=cfg, env=env, device=device, run_dir=Path(tempfile.gettempdir()), data=data, net=net,
+        model=trainer._wrap(net, cfg, env, device), optimizer=builders.build_optimizer(net, cfg, lr, device),
+        schedule=LRSchedule(cfg.schedule, lr, total_iters), scaler=trainer._grad_scaler(device, amp),
+        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), amp=amp, train_loader=loader,
+        val_loader=None, train_metrics=Metrics(len(imageset.classes), device=device), total_iters=total_iters,
+        steps_per_epoch=len(loader), state=trainer.TrainState(), stop=StopSignals(),
+        finite=torch.ones((), dtype=torch.bool, device=device), clock={"period_images": 0.0})
+
+
+def engine_step(run: trainer.Run) -> Step:
+    """One `trainer.train_step` per call, on the Loader's next batch (across epochs)."""
+    batches = endless(run.train_loader)
+    run.model.train()
+
+    def step() -> int:
+        x, y = next(batches)
+        trainer.train_step(run, x, y)
+        return len(y)
+
+    return step
+
+
+# -------------------------------------------------------------------------------------------- tutorial
+
+
+class PILDataset(Dataset):
+    """The tutorial's data path: one PIL image per sample, transformed in a DataLoader worker."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: T.Compose) -> None:
+        self.images = [Image.fromarray(img) for img in images]  # (H, W, C) uint8 each
+        self.labels = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def tutorial_step(images: np.ndarray, labels: np.ndarray, device: torch.device, workers: int) -> Step:
+    """The first tutorial's training iteration, as it runs (see the module docstring)."""
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(TUTORIAL_MEAN, TUTORIAL_STD)])
+    loader = DataLoader(PILDataset(images, labels, transform), batch_size=128, shuffle=True, num_workers=workers,
+                        persistent_workers=workers > 0)
+    model = create_model("resnet20", num_classes=10, shortcut="B").to(device)  # the tutorial's projection shortcuts
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    batches = endless(loader)
+    model.train()
+    totals = {"loss": 0.0, "correct": 0}
+
+    def step() -> int:
+        inputs, targets = next(batches)
+        inputs, targets = inputs.to(device), targets.to(device)
+        optimizer.zero_grad()
+        outputs = model(inputs)
+        loss = criterion(outputs, targets)
+        loss.backward()
+        optimizer.step()
+        totals["loss"] += loss.item()  # the tutorial syncs with the device twice per step
+        totals["correct"] += outputs.max(1)[1].eq(targets).sum().item()
+        return len(targets)
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------- timing
+
+
+def endless(loader) -> Iterator:
+    """Batches across epoch boundaries."""
+    while True:
+        yield from loader
+
+
+def timed(step: Step, iters: int, device: torch.device) -> tuple[float, float]:
+    """(images/s, seconds) over `iters` steps, waiting for the device at the end."""
+    start = time.perf_counter()
+    images = sum(step() for _ in range(iters))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return images / seconds, seconds
+
+
+def random_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, ImageSet]:
+    """n random CIFAR-shaped images: (N, 32, 32, 3) uint8 for PIL, the labels, and the same as an ImageSet."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, n)
+    imageset = ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels),
+                        [str(k) for k in range(10)])
+    return images, labels, imageset
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--reps", type=int, default=5, help="alternating repetitions per side")
+    parser.add_argument("--iters", type=int, default=20, help="training steps per repetition")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per side first (compilation included)")
+    parser.add_argument("--workers", type=int, default=2, help="the tutorial's DataLoader workers")
+    parser.add_argument("--recipe", default="he2016-cifar10", help="our side's recipe (batch 128, crop 4 + flip)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override our side's config, e.g. train.compile=false or train.threads=1")
+    parser.add_argument("--device", default="cpu")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device(args.device)
+    cfg = load_config(args.recipe, [f"train.device={args.device}", *args.overrides])
+    images, labels, imageset = random_data(args.images)
+    default_threads = torch.get_num_threads()  # the tutorial runs in torch's default setting
+    tutorial = tutorial_step(images, labels, device, args.workers)
+    with process_settings(cfg, device):
+        ours_threads = torch.get_num_threads()
+        run = engine_run(cfg, imageset, device, total_iters=args.warmup + args.reps * args.iters)
+        ours = engine_step(run)
+        _, ours_warmup = timed(ours, args.warmup, device)
+    _, tutorial_warmup = timed(tutorial, args.warmup, device)
+    ours_rates, tutorial_rates = [], []
+    for rep in range(args.reps):
+        with process_settings(cfg, device):
+            ours_rates.append(timed(ours, args.iters, device)[0])
+        tutorial_rates.append(timed(tutorial, args.iters, device)[0])
+        print(f"rep {rep + 1}: resnetlab {ours_rates[-1]:,.1f} images/s, tutorial {tutorial_rates[-1]:,.1f} images/s",
+              flush=True)
+    ours_median, tutorial_median = statistics.median(ours_rates), statistics.median(tutorial_rates)
+    t = cfg.train
+    print(f"device {device}, torch {torch.__version__}, batch 128, {args.reps} x {args.iters} steps per side")
+    print(f"warm-up ({args.warmup} steps): resnetlab {ours_warmup:.1f} s, tutorial {tutorial_warmup:.1f} s")
+    print(f"resnetlab engine ({ours_threads} threads, channels_last={t.channels_last}, compile={t.compile}, "
+          f"amp={run.amp}): {ours_median:,.1f} images/s (median)")
+    print(f"tutorial loop ({default_threads} threads, {args.workers} DataLoader workers, fp32 NCHW):"
+          f" {tutorial_median:,.1f} images/s (median)")
+    print(f"ratio: {ours_median / tutorial_median:.2f}")
+
+
+if __name__ == "__main__":
+    main()

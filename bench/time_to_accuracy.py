@@ -1,0 +1,80 @@
+"""Time to accuracy: a recipe (default `fmnist-fast`) as a fixed-budget run, over several seeds.
+
+Each seed runs `resnetlab train --recipe RECIPE --seed S` in a fresh process, exactly as a user would (or
+`make demo`): the wall time is measured around the whole command, so interpreter start-up, imports, data
+loading, any compilation, validation and the final test are all included. The test split is evaluated once,
+at the end of the run (summary.json's `test_acc`: the best-validation model, or the final model when the
+recipe has no validation split). Prints one row per seed, then the mean and the minimum.
+
+    python bench/time_to_accuracy.py [--seeds 3] [--recipe fmnist-fast] [--set KEY=VALUE ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run_seed(recipe: str, seed: int, run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """Train one seed in a subprocess; returns summary.json plus the measured wall time (`bench_wall_s`)."""
+    cli = Path(sys.executable).with_name("resnetlab")
+    command = [str(cli), "train", "--recipe", recipe, "--seed", str(seed), "--out", str(run_dir), "--quiet"]
+    for item in overrides:
+        command += ["--set", item]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"seed {seed} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {**summary, "bench_wall_s": wall}
+
+
+def table(rows: list[dict[str, Any]], budget_s: float, goal: float) -> str:
+    """The per-seed rows, mean and min, and whether every seed met the goal within the budget."""
+    lines = [f"{'seed':>6} {'wall s':>8} {'train s':>8} {'images/s':>9} {'epochs':>7} {'test acc':>9}"]
+    for r in rows:
+        lines.append(f"{r['seed']:>6} {r['bench_wall_s']:>8.1f} {r['train_time_s']:>8.1f} {r['images_per_s']:>9.1f} "
+                     f"{r['epochs']:>7.2f} {100 * r['test_acc']:>8.2f}%")
+    walls, accs = [r["bench_wall_s"] for r in rows], [100 * r["test_acc"] for r in rows]
+    lines.append(f"{'mean':>6} {statistics.mean(walls):>8.1f} {'':>8} {'':>9} {'':>7} {statistics.mean(accs):>8.2f}%")
+    lines.append(f"{'min':>6} {min(walls):>8.1f} {'':>8} {'':>9} {'':>7} {min(accs):>8.2f}%")
+    met = all(w <= budget_s for w in walls) and all(a >= goal for a in accs)
+    lines.append(f"goal (>= {goal:.1f}% on every seed within {budget_s:.0f} s each): {'met' if met else 'NOT met'}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="fmnist-fast")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, help="keep the run directories here (default: a temporary folder)")
+    parser.add_argument("--budget", type=float, default=600.0, help="seconds allowed per seed")
+    parser.add_argument("--goal", type=float, default=93.0, help="test accuracy (%%) every seed must reach")
+    args = parser.parse_args()
+    root = args.out or Path(tempfile.mkdtemp(prefix="resnetlab-tta-"))
+    rows = []
+    try:
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            rows.append(run_seed(args.recipe, seed, root / f"seed{seed}", args.overrides))
+            r = rows[-1]
+            print(f"seed {seed}: {100 * r['test_acc']:.2f}% test in {r['bench_wall_s']:.1f} s wall", flush=True)
+    finally:
+        if args.out is None:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"recipe {args.recipe} {' '.join(args.overrides)}".rstrip())
+    print(table(rows, args.budget, args.goal))
+
+
+if __name__ == "__main__":
+    main()

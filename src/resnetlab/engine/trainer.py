@@ -33,7 +33,18 @@ from resnetlab.engine.checkpoint import (
     save_checkpoint,
 )
 from resnetlab.engine.config import Config, config_to_dict, dump_config
-from resnetlab.engine.distributed import DistEnv, any_rank, barrier, destroy_distributed, init_distributed
+from resnetlab.engine.distributed import (
+    DistEnv,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    check_resume_world_size,
+    collective_failures,
+    convert_sync_batchnorm,
+    destroy_distributed,
+    in_turn,
+    init_distributed,
+)
 from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.rundir import check_run_dir, write_json
 from resnetlab.engine.runlog import RunLogger, truncate_metrics
@@ -125,7 +136,7 @@ def train(cfg: Config, *, resume: bool = False) -> RunResult:
     init_distributed(env, device, cfg.dist.timeout_s)
     try:
         run_dir, ckpt, cfg = check_run_dir(cfg, resume)
-        with process_settings(cfg, device, env.is_main) as stop:
+        with process_settings(cfg, device, env.is_main) as stop, collective_failures(env, cfg.dist.timeout_s):
             run = _build_run(cfg, env, device, run_dir, ckpt, stop)
             try:
                 fit(run)
@@ -246,11 +257,11 @@ def _build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path, c
                stop: StopSignals) -> Run:
     """Data, model, optimizer, schedule, loaders; restored from `ckpt` when resuming."""
     seed_everything(cfg.train.seed)
-    data = builders.build_data(cfg)
+    with in_turn(env, enabled=cfg.data.download):  # never two downloads into one folder at once
+        data = builders.build_data(cfg)
     net = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes))
     net.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
-    if cfg.dist.sync_bn and env.distributed:
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = convert_sync_batchnorm(net, env, device, cfg.dist.sync_bn)
     loader_args = {"device": device, "normalization": data.normalization, "rank": env.rank,
                    "world_size": env.world_size}
     train_loader = builders.make_loader(data.train, cfg, train=True, **loader_args)
@@ -307,6 +318,12 @@ def _announce(run: Run) -> None:
                     "(%.2f epochs of %d, batch %d)", cfg.model.name, cfg.data.name, len(d.train), val, len(d.test),
                     len(d.classes), run.device, torch.get_num_threads(), run.total_iters,
                     run.total_iters / run.steps_per_epoch, run.steps_per_epoch, cfg.data.batch_size)
+    world = run.env.world_size
+    if world > 1:
+        batch = builders.global_batch(cfg, world)
+        run.logger.info("global batch %d = %d processes x %d (dist.batch_size=%s), lr %g (dist.lr_scaling=%s)",
+                        batch, world, batch // world, cfg.dist.batch_size, builders.scaled_lr(cfg, world),
+                        cfg.dist.lr_scaling)
     if run.state.step:
         run.logger.info("resuming %s at step %d", run.run_dir, run.state.step)
     if run.val_loader is None:
@@ -381,8 +398,9 @@ def _interrupt(run: Run, signum: int) -> None:
     _check_finite(run)
     _close_period(run)
     run.state.train_time_s = _loop_time(run)
+    state = _checkpoint_state(run)  # on every rank: it reduces the partial train metrics
     if run.env.is_main:
-        save_checkpoint(run.checkpoints / "last.pt", _checkpoint_state(run))
+        save_checkpoint(run.checkpoints / "last.pt", state)
         log.info("stopped by signal %d at step %d; checkpoint saved, continue with --resume", signum, run.state.step)
     barrier()
     raise Interrupted(signum)
@@ -402,10 +420,10 @@ def _save_checkpoints(run: Run, val_acc: float | None) -> None:
     if improved:
         s.best_val_acc, s.best_step = val_acc, s.step
     dropped = _update_top_k(run, val_acc)
+    state = _checkpoint_state(run)  # on every rank: it reduces the partial train metrics
     if not run.env.is_main:
         barrier()
         return
-    state = _checkpoint_state(run)
     if improved:
         save_checkpoint(run.checkpoints / "best.pt", state)
     if any(step == s.step for _, step in s.top_k):
@@ -427,6 +445,7 @@ def _update_top_k(run: Run, val_acc: float | None) -> list[int]:
 
 
 def _checkpoint_state(run: Run) -> dict[str, Any]:
+    """Everything to resume from; call it on every rank (rank 0 saves it)."""
     d = run.data
     return {
         "format_version": FORMAT_VERSION,
@@ -440,7 +459,9 @@ def _checkpoint_state(run: Run) -> dict[str, Any]:
         "progress": asdict(run.state),
         "rng": capture_rng(),
         "loader": run.train_loader.state_dict(),
-        "metrics": run.train_metrics.state_dict(),  # the partial interval: the next row averages the same steps
+        # The partial interval, summed over ranks: the next row averages the same steps on any world size.
+        "metrics": all_reduce_sum(run.train_metrics.state_dict(), run.device),
+        "world_size": run.env.world_size,
         "config": config_to_dict(run.cfg),
         "classes": list(d.classes),
         "normalization": d.normalization,
@@ -453,15 +474,17 @@ def _checkpoint_state(run: Run) -> dict[str, Any]:
 
 def _restore(run: Run, ckpt: dict[str, Any]) -> None:
     """Put the run back where `ckpt` was taken (RNG last: building the run consumed random numbers)."""
+    check_resume_world_size(ckpt.get("world_size", 1), run.env, run.cfg.dist.batch_size)
     run.net.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.schedule.load_state_dict(ckpt["scheduler"])
     if ckpt["scaler"]:
         run.scaler.load_state_dict(ckpt["scaler"])
-    run.train_loader.load_state_dict(ckpt["loader"])
-    run.train_metrics.load_state_dict(ckpt["metrics"])
+    run.train_loader.load_state_dict(ckpt["loader"])  # counts global batches: the same on any world size
     run.state = TrainState(**ckpt["progress"])
-    truncate_metrics(run.run_dir / "metrics.jsonl", run.state.step)
+    if run.env.is_main:  # the saved sums are over all ranks (add them once); one writer of metrics.jsonl
+        run.train_metrics.load_state_dict(ckpt["metrics"])
+        truncate_metrics(run.run_dir / "metrics.jsonl", run.state.step)
     restore_rng(ckpt["rng"])
 
 

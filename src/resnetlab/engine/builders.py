@@ -150,7 +150,12 @@ def global_batch(cfg: Config, world_size: int) -> int:
 
 
 def scaled_lr(cfg: Config, world_size: int) -> float:
-    """optim.lr after dist.lr_scaling: linear = lr x global batch / data.batch_size (Goyal et al. 2017)."""
+    """optim.lr after dist.lr_scaling: linear = lr x global batch / data.batch_size (Goyal et al. 2017).
+
+    The reference batch is data.batch_size: optim.lr is the rate for that many images per iteration. With
+    dist.batch_size=per_device the global batch grows with the processes and so does the lr; with global the
+    batch, and hence the lr, stays as configured on any number of processes.
+    """
     if cfg.dist.lr_scaling == "none":
         return cfg.optim.lr
     return cfg.optim.lr * global_batch(cfg, world_size) / cfg.data.batch_size
@@ -163,6 +168,18 @@ def augment_config(cfg: Config, *, train: bool) -> AugmentConfig | None:
         return AugmentConfig(crop_padding=d.crop_padding, flip=d.flip, translate=d.translate, cutout=d.cutout,
                              resize=d.resize)
     return AugmentConfig(resize=d.resize) if d.resize else None
+
+
+def eval_batch(cfg: Config, world_size: int) -> int:
+    """The evaluation batch over all processes: a multiple of world_size, which the ranks share.
+
+    eval.batch_size is meant as dist.batch_size says; a global one is rounded up to a multiple of world_size
+    (every image is still evaluated exactly once; only the memory per step changes).
+    """
+    b = cfg.eval.batch_size
+    if cfg.dist.batch_size == "per_device":
+        return b * world_size
+    return -(-b // world_size) * world_size
 
 
 def make_loader(imageset: ImageSet, cfg: Config, *, train: bool, device: torch.device,
@@ -178,7 +195,7 @@ def make_loader(imageset: ImageSet, cfg: Config, *, train: bool, device: torch.d
         rank: this process's rank; world_size: the number of processes sharing each batch.
     """
     # The Loader takes the global batch; each rank takes its slice, so samples do not depend on world_size.
-    batch = global_batch(cfg, world_size) if train else cfg.eval.batch_size
+    batch = global_batch(cfg, world_size) if train else eval_batch(cfg, world_size)
     return Loader(imageset, batch, shuffle=train, drop_last=train, augment=augment_config(cfg, train=train),
                   mean=normalization["mean"], std=normalization["std"], device=device, seed=cfg.train.seed,
                   rank=rank, world_size=world_size, channels_last=cfg.train.channels_last)

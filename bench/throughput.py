@@ -54,10 +54,10 @@ Step = Callable[[], int]  # one training step; returns the images it trained on
 def engine_run(cfg: Config, imageset: ImageSet, device: torch.device, total_iters: int) -> trainer.Run:
     """The run objects `resnetlab train` would build for `cfg`, on `imageset` instead of a named data set."""
     env = DistEnv()
-    normalization = {"mean": pixel_mean(imageset).tolist(), "std": [1.0] * 3}  # data.normalize=pixel
+    normalization = {"mean": pixel_mean(imageset).tolist(), "std": [1.0] * imageset.images.shape[1]}  # pixel mean
     data = builders.Datasets(train=imageset, val=None, test=imageset, classes=list(imageset.classes),
                              normalization=normalization)
-    net = builders.build_model(cfg, in_chans=3, num_classes=len(imageset.classes))
+    net = builders.build_model(cfg, in_chans=imageset.images.shape[1], num_classes=len(imageset.classes))
     net.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
     loader = builders.make_loader(imageset, cfg, train=True, device=device, normalization=normalization)
     lr = builders.scaled_lr(cfg, 1)
@@ -195,10 +195,10 @@ def main() -> None:
         print(f"rep {rep + 1}: resnetlab {ours_rates[-1]:,.1f} images/s, tutorial {tutorial_rates[-1]:,.1f} images/s",
               flush=True)
     ours_median, tutorial_median = statistics.median(ours_rates), statistics.median(tutorial_rates)
-    t = cfg.train
+    t, compiled = cfg.train, builders.use_compile(cfg.train.compile, device)
     print(f"device {device}, torch {torch.__version__}, batch 128, {args.reps} x {args.iters} steps per side")
     print(f"warm-up ({args.warmup} steps): resnetlab {ours_warmup:.1f} s, tutorial {tutorial_warmup:.1f} s")
-    print(f"resnetlab engine ({ours_threads} threads, channels_last={t.channels_last}, compile={t.compile}, "
+    print(f"resnetlab engine ({ours_threads} threads, channels_last={t.channels_last}, compile={compiled}, "
           f"amp={run.amp}): {ours_median:,.1f} images/s (median)")
     print(f"tutorial loop ({default_threads} threads, {args.workers} DataLoader workers, fp32 NCHW):"
           f" {tutorial_median:,.1f} images/s (median)")

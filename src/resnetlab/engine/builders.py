@@ -78,6 +78,18 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if mode == "bf16" else torch.float16
 
 
+def use_compile(mode: bool | str, device: torch.device) -> bool:
+    """Whether to torch.compile the model for `train.compile` (auto = on CUDA only).
+
+    On CUDA, compiling fuses the BatchNorm/ReLU/add kernels and pays back its warm-up within minutes. On a
+    2-core AMD EPYC CPU it did not: ResNet-20 took about the same CPU time per image compiled as eager
+    (oneDNN's convolutions are 80% of a step either way) after 15-100 s of compilation (bench/throughput.py).
+    """
+    if mode == "auto":
+        return device.type == "cuda"
+    return bool(mode)
+
+
 def physical_cores() -> int:
     """Physical CPU cores available to this process (hyper-threads slow convolutions down)."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

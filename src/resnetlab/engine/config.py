@@ -107,7 +107,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto = bf16 on CUDA with bf16, fp16 on other CUDA, off else
     channels_last: bool = True
-    compile: bool = False
+    compile: bool | Literal["auto"] = "auto"  # torch.compile; auto = on CUDA (on a CPU it did not pay, bench/)
     deterministic: bool = False
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max gradient norm; 0 = off

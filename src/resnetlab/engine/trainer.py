@@ -301,7 +301,7 @@ def _wrap(net: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> nn
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
+    if builders.use_compile(cfg.train.compile, device):
         model = torch.compile(model)
     return model
 

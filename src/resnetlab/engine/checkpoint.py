@@ -3,7 +3,8 @@
 Only tensors and plain values go in, so `torch.load(weights_only=True)` reads it: loading a checkpoint
 never runs code. Keys (FORMAT_VERSION 1): model (state dict, unwrapped from DDP/compile), optimizer,
 scheduler, scaler, step, epoch, best, rng, loader, metrics, train_time_s, config (plain nested dict),
-classes, normalization ({mean, std} as plain lists), in_chans, image_size, num_classes, format_version.
+classes, normalization ({mean, std} as plain lists), in_chans, image_size, num_classes, format_version,
+world_size (the processes that trained it; with dist.batch_size=global any number may resume it).
 """
 
 from __future__ import annotations
@@ -147,4 +148,6 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU the saving process saw; a run resumed on a machine with fewer GPUs restores those.
+        for index, gpu_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gpu_state, index)

@@ -34,9 +34,11 @@ from resnetlab.errors import TrainingFailed, UserError
 
 log = logging.getLogger(__name__)
 
-# Words in the RuntimeErrors that gloo and NCCL raise when a peer is gone or a collective timed out (NCCL
-# and the store raise torch.distributed.DistError subclasses too; gloo raises plain RuntimeErrors).
-_COLLECTIVE_FAILURE_MARKERS = ("gloo", "NCCL", "Connection reset", "Connection closed", "Broken pipe", "Timed out")
+# Words (lowercase) in the RuntimeErrors that gloo and NCCL raise when a peer is gone or a collective timed out
+# (NCCL and the store raise torch.distributed.DistError subclasses too; gloo raises plain RuntimeErrors, e.g.
+# "Timed out waiting 5000ms for recv operation", "Application timeout caused pair closure", "Connection reset").
+_COLLECTIVE_FAILURE_MARKERS = ("gloo", "nccl", "connection reset", "connection closed", "broken pipe", "timed out",
+                               "timeout caused")
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,8 @@ def is_collective_failure(exc: BaseException) -> bool:
         return False
     if isinstance(exc, getattr(dist, "DistError", ())):
         return True
-    return isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in _COLLECTIVE_FAILURE_MARKERS)
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _COLLECTIVE_FAILURE_MARKERS)
 
 
 def _failure_reason(exc: BaseException) -> str:

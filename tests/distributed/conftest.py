@@ -1,0 +1,67 @@
+"""Fixtures for the DDP tests: the engine tests' tiny data set, and a one-process reference run to compare with.
+
+The helpers live in ddpkit.py (and the engine's enginekit.py, put on sys.path here), never in a conftest.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # official_formats (used by enginekit)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))  # enginekit
+
+from ddpkit import DDP_SETTINGS, STOP_STEP, read_jsonl  # noqa: E402
+from enginekit import make_mnist_root, tiny_config  # noqa: E402
+
+
+@dataclass
+class Reference:
+    """One process with the whole batch: last.pt after STOP_STEP steps, and the finished run."""
+
+    run_dir: Path
+    at_stop: dict  # the checkpoint dict written when it stopped after STOP_STEP steps
+    final: dict  # checkpoints/last.pt at the end
+    rows: list[dict]  # metrics.jsonl
+    summary: dict
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A data root with the engine tests' small separable 4-class 'mnist' (480 train, 160 test, 12x12)."""
+    return make_mnist_root(tmp_path_factory.mktemp("ddp-data"))
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_root, tmp_path_factory) -> Reference:
+    """DDP_SETTINGS on one process, stopped by SIGTERM after STOP_STEP steps and resumed to the end."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from resnetlab.engine.checkpoint import read_checkpoint
+    from resnetlab.engine.trainer import train
+    from resnetlab.errors import Interrupted
+
+    out = tmp_path_factory.mktemp("reference") / "run"
+    steps = [0]
+
+    def stop_after(optimizer, args, kwargs) -> None:
+        steps[0] += 1
+        if steps[0] == STOP_STEP:
+            os.kill(os.getpid(), signal.SIGTERM)  # one process checks for a stop after every step
+
+    handle = register_optimizer_step_post_hook(stop_after)
+    try:
+        with pytest.raises(Interrupted):
+            train(tiny_config(tiny_root, out, **DDP_SETTINGS))
+    finally:
+        handle.remove()
+    at_stop = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert at_stop["step"] == STOP_STEP
+    result = train(tiny_config(tiny_root, out, **DDP_SETTINGS), resume=True)
+    return Reference(run_dir=out, at_stop=at_stop, final=read_checkpoint(out / "checkpoints" / "last.pt"),
+                     rows=read_jsonl(out / "metrics.jsonl"), summary=result.summary)

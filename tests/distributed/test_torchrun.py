@@ -1,0 +1,153 @@
+"""`resnetlab train` under torchrun: two CPU processes (gloo, loopback only) against one, resume, dead and hung ranks.
+
+The one-process reference (conftest.reference) trains the same 16 iterations with the whole batch of 32; the
+two processes take 16 images each. With BatchNorm frozen, DDP's averaged gradient is the whole batch's, so the
+weights agree to rounding (the issue's bound: 1e-5 relative).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from ddpkit import (
+    DDP_SETTINGS,
+    RELATIVE_TOLERANCE,
+    STOP_STEP,
+    assert_same_weights,
+    launch_env,
+    read_jsonl,
+    relative_differences,
+    torchrun,
+    train_argv,
+)
+from enginekit import tiny_config
+
+from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
+from resnetlab.engine.trainer import train
+
+# Each launch starts three interpreters (torchrun's agent and two workers) that import torch: ~20 s on 2 busy cores.
+pytestmark = pytest.mark.slow
+
+TORCHRUN_GRACE_S = 30  # torchrun waits this long after SIGTERM before it SIGKILLs a worker
+
+
+def _same_rows(rows: list[dict], reference: list[dict]) -> None:
+    """metrics.jsonl rows equal up to rounding (one prediction may flip on weights that differ by 1e-7)."""
+    assert [r["step"] for r in rows] == [r["step"] for r in reference]
+    for row, ref in zip(rows, reference, strict=True):
+        assert row["lr"] == pytest.approx(ref["lr"], rel=1e-12)
+        for key in ("train_loss", "val_loss"):
+            assert row[key] == pytest.approx(ref[key], rel=1e-4), (row["step"], key)
+        assert row["train_acc"] == pytest.approx(ref["train_acc"], abs=1.5 / 128)
+        assert row["val_acc"] == pytest.approx(ref["val_acc"], abs=1.5 / 96)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_root, tmp_path_factory):
+    """A complete two-process run (downloads in turn; every evaluation's image count logged by the worker)."""
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    counts = out.parent / "evaluations.jsonl"
+    launch = torchrun(2, train_argv(tiny_root, out, data__download=True), env=launch_env(DDPKIT_EVAL_LOG=str(counts)))
+    assert launch.returncode == 0, launch.stderr[-4000:]
+    return out, launch, read_jsonl(counts)
+
+
+def test_two_processes_train_the_same_weights_as_one_with_the_whole_batch(ddp_run, reference):
+    out, _, _ = ddp_run
+    final = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert final["step"] == reference.final["step"] == 16 and final["world_size"] == 2
+    assert_same_weights(final["model"], reference.final["model"])
+    moved = relative_differences(reference.final["model"], reference.at_stop["model"])
+    assert max(moved.values()) > 1000 * RELATIVE_TOLERANCE  # training moves weights far beyond the tolerance
+    momentum = [{i: s["momentum_buffer"] for i, s in c["optimizer"]["state"].items()} for c in (final, reference.final)]
+    assert_same_weights(*momentum, rtol=1e-4)  # SGD's momentum: a sum of gradients, also the whole batch's
+    _same_rows(read_jsonl(out / "metrics.jsonl"), reference.rows)
+
+
+def test_checkpoints_hold_the_unwrapped_model_and_rank_0_alone_writes(ddp_run, reference):
+    out, launch, _ = ddp_run
+    final = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert list(final["model"]) == list(reference.final["model"])  # no DDP "module." prefix
+    model, info = load_checkpoint(out)  # best.pt into a plain model, on the CPU
+    assert info["step"] in (4, 8, 12, 16) and not isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent.name != "tb")
+    assert files == ["checkpoints/best.pt", "checkpoints/last.pt", "config.yaml", "metrics.jsonl", "summary.json"]
+    assert len(list((out / "tb").iterdir())) == 1  # one TensorBoard event file
+    assert len(read_jsonl(out / "metrics.jsonl")) == 4  # one row per evaluation, not one per rank
+    assert launch.stderr.count("mnist train: 480 images") == 1  # INFO messages from rank 0 only
+    assert launch.stderr.count("process group: gloo, 2 processes") == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 16
+    assert summary["test_acc_final"] == pytest.approx(reference.summary["test_acc_final"], abs=1.5 / 160)
+    assert summary["best_val_acc"] == pytest.approx(reference.summary["best_val_acc"], abs=1.5 / 96)
+
+
+def test_evaluations_count_every_image_once_over_both_ranks(ddp_run):
+    _, _, counts = ddp_run
+    per_rank = {rank: [c["n"] for c in counts if c["rank"] == rank] for rank in (0, 1)}
+    assert per_rank[0] == per_rank[1]  # the reduced metrics, the same on both ranks
+    val, test = per_rank[0][:4], per_rank[0][4:]
+    assert val == [96] * 4  # 4 validations of the 96 validation images: not 2 x 96, no padding
+    assert test in ([160], [160, 160])  # the final model (and best.pt when it is another one) on 160 test images
+
+
+def test_a_stopped_two_process_run_resumes_on_one_process(tiny_root, tmp_path, reference):
+    out = tmp_path / "run"
+    launch = torchrun(2, train_argv(tiny_root, out), fault=("stop", STOP_STEP - 1, 1))  # rank 1 gets SIGTERM
+    assert launch.returncode != 0 and "interrupted by signal 15; checkpoint saved" in launch.stderr, launch.stderr
+    stopped = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert stopped["step"] == STOP_STEP and stopped["world_size"] == 2  # the ranks agreed at the next log point
+    assert stopped["loader"] == reference.at_stop["loader"]  # in global batches
+    assert_same_weights(stopped["model"], reference.at_stop["model"])
+    # The partial train metrics of steps 5-6 hold both ranks' images, as one process's do.
+    sums, ref_sums = stopped["metrics"]["sums"], reference.at_stop["metrics"]["sums"]
+    assert sums[3] == ref_sums[3] == 64 and abs(sums[1] - ref_sums[1]) <= 1
+    assert sums[0] == pytest.approx(float(ref_sums[0]), rel=1e-4)
+
+    result = train(tiny_config(tiny_root, out, **DDP_SETTINGS), resume=True)  # this pytest process: one rank
+    assert result.summary["world_size"] == 1 and result.summary["steps"] == 16
+    assert_same_weights(read_checkpoint(out / "checkpoints" / "last.pt")["model"], reference.final["model"])
+    _same_rows(read_jsonl(out / "metrics.jsonl"), reference.rows)
+
+
+def test_a_killed_rank_ends_the_job_with_a_message_and_resume_continues(tiny_root, tmp_path, reference, run_cli):
+    out, struck, timeout_s = tmp_path / "run", tmp_path / "struck", 20
+    argv = train_argv(tiny_root, out, dist__timeout_s=timeout_s)
+    launch = torchrun(2, argv, fault=("kill", 5, 1), env=launch_env(DDPKIT_FAULT_FILE=str(struck)))
+    assert launch.returncode != 0
+    assert launch.ended - float(struck.read_text()) < timeout_s + TORCHRUN_GRACE_S
+    assert "Signal 9 (SIGKILL) received" in launch.stderr  # torchrun's summary names the dead rank
+    assert "rank 0: a collective operation failed" in launch.stderr, launch.stderr
+    assert "rank 0 lost contact with the other processes" in launch.stderr and "--resume" in launch.stderr
+    assert read_checkpoint(out / "checkpoints" / "last.pt")["step"] == 4 and not (out / "summary.json").exists()
+
+    code, _, err = run_cli(*argv, "--resume")  # the same command, now on one process
+    assert code == 0, err
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [4, 8, 12, 16]
+    assert_same_weights(read_checkpoint(out / "checkpoints" / "last.pt")["model"], reference.final["model"])
+
+
+def test_a_hung_rank_ends_the_job_after_the_timeout(tiny_root, tmp_path):
+    out, struck, timeout_s = tmp_path / "run", tmp_path / "struck", 5
+    launch = torchrun(2, train_argv(tiny_root, out, dist__timeout_s=timeout_s), fault=("hang", 5, 1),
+                      env=launch_env(DDPKIT_FAULT_FILE=str(struck)))
+    assert launch.returncode != 0
+    assert launch.ended - float(struck.read_text()) < timeout_s + TORCHRUN_GRACE_S
+    # gloo says "Timed out waiting 5000ms for recv operation" or "Application timeout caused pair closure".
+    assert "rank 0: a collective operation failed" in launch.stderr, launch.stderr
+    assert "dist.timeout_s=5 s" in launch.stderr and "timeout" in launch.stderr.lower()
+    assert read_checkpoint(out / "checkpoints" / "last.pt")["step"] == 4
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="SyncBatchNorm over NCCL needs two CUDA GPUs")
+def test_sync_batchnorm_on_two_gpus_trains_the_same_weights_as_one_gpu(tiny_root, tmp_path):
+    # BatchNorm in training mode: only SyncBatchNorm makes two half batches normalize like the whole one.
+    settings = {"train__device": "cuda", "train__freeze_bn": False, "dist__sync_bn": True, "train__amp": "off"}
+    env = launch_env(NVIDIA_TF32_OVERRIDE="0")  # TF32 would round convolutions to 10-bit mantissas
+    one = torchrun(1, train_argv(tiny_root, tmp_path / "one", **settings), env=env)
+    two = torchrun(2, train_argv(tiny_root, tmp_path / "two", **settings), env=env)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    assert_same_weights(read_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")["model"],
+                        read_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")["model"])

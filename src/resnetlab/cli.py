@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--weights", help="start from this state dict (ours or torchvision's)")
     p.add_argument("--out", metavar="RUN_DIR")
-    p.add_argument("--resume", action="store_true", help="continue RUN_DIR from checkpoints/last.pt with the run's own config.yaml")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN_DIR from checkpoints/last.pt with the run's own config.yaml")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--print-config", action="store_true", help="print every config key with its value and exit")
     p.add_argument("--list-recipes", action="store_true")

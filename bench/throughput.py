@@ -17,6 +17,10 @@ start-up, first allocations) is excluded from the rates and reported on its own;
 median over the repetitions. The last line is `ratio: X` (ours / tutorial).
 
     python bench/throughput.py [--reps 5] [--iters 20] [--set train.compile=true] [--device cpu]
+
+On a CPU shared with other jobs, run it as `OMP_WAIT_POLICY=PASSIVE python bench/throughput.py` (the setting
+applies to both sides): OpenMP threads that spin while their peer is descheduled make both loops collapse
+(measured here: 25 images/s each with spinning threads, 126 and 101 with passive ones).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from conftest import fake_curve, fake_summary, write_fake_run
+from sweepkit import fake_curve, fake_summary, write_fake_run
 
 from resnetlab.experiments.aggregate import aggregate, collect_runs, group_points, mean_std, read_sweep_spec
 from resnetlab.experiments.figures import family_depth, mean_curves

@@ -28,27 +28,12 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torchvision.transforms as T
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+from tutorial_data import PILDataset
 
 from resnetlab.data import AugmentConfig, ImageSet, Loader
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-class PILDataset(Dataset):
-    """The tutorials' data path: one PIL image per sample, transformed in the worker."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: T.Compose) -> None:
-        self.images = [Image.fromarray(img) for img in images]  # (H, W, C) uint8 each
-        self.labels = labels.tolist()
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.images[i]), self.labels[i]
 
 
 def endless(loader) -> Iterator:

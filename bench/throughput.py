@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.transforms as T
-from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+from tutorial_data import PILDataset
 
 from resnetlab.data import ImageSet, pixel_mean
 from resnetlab.engine import builders, trainer
@@ -90,21 +90,6 @@ def engine_step(run: trainer.Run) -> Step:
 
 
 # -------------------------------------------------------------------------------------------- tutorial
-
-
-class PILDataset(Dataset):
-    """The tutorial's data path: one PIL image per sample, transformed in a DataLoader worker."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: T.Compose) -> None:
-        self.images = [Image.fromarray(img) for img in images]  # (H, W, C) uint8 each
-        self.labels = labels.tolist()
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.images[i]), self.labels[i]
 
 
 def tutorial_step(images: np.ndarray, labels: np.ndarray, device: torch.device, workers: int) -> Step:

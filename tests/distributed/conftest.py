@@ -16,15 +16,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # official_formats (used by enginekit)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))  # enginekit
 
-from ddpkit import DDP_SETTINGS, STOP_STEP, read_jsonl  # noqa: E402
+from ddpkit import DDP_SETTINGS, FIRST_EVAL_STEP, STOP_STEP, float64, read_jsonl  # noqa: E402
 from enginekit import make_mnist_root, tiny_config  # noqa: E402
 
 
 @dataclass
 class Reference:
-    """One process with the whole batch: last.pt after STOP_STEP steps, and the finished run."""
+    """One process with the whole batch: last.pt after FIRST_EVAL_STEP and STOP_STEP steps, and the finished run."""
 
     run_dir: Path
+    at_first_eval: dict  # the checkpoint dict written when it stopped after FIRST_EVAL_STEP steps
     at_stop: dict  # the checkpoint dict written when it stopped after STOP_STEP steps
     final: dict  # checkpoints/last.pt at the end
     rows: list[dict]  # metrics.jsonl
@@ -39,7 +40,8 @@ def tiny_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference(tiny_root, tmp_path_factory) -> Reference:
-    """DDP_SETTINGS on one process, stopped by SIGTERM after STOP_STEP steps and resumed to the end."""
+    """DDP_SETTINGS on one process in float64, stopped by SIGTERM after FIRST_EVAL_STEP and after STOP_STEP steps,
+    resumed each time (one process resumes bit-identically: tests/engine/test_resume.py)."""
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from resnetlab.engine.checkpoint import read_checkpoint
@@ -51,17 +53,22 @@ def reference(tiny_root, tmp_path_factory) -> Reference:
 
     def stop_after(optimizer, args, kwargs) -> None:
         steps[0] += 1
-        if steps[0] == STOP_STEP:
+        if steps[0] in (FIRST_EVAL_STEP, STOP_STEP):
             os.kill(os.getpid(), signal.SIGTERM)  # one process checks for a stop after every step
 
     handle = register_optimizer_step_post_hook(stop_after)
+    stops = []
     try:
-        with pytest.raises(Interrupted):
-            train(tiny_config(tiny_root, out, **DDP_SETTINGS))
+        with float64():
+            for resume in (False, True):
+                with pytest.raises(Interrupted):
+                    train(tiny_config(tiny_root, out, **DDP_SETTINGS), resume=resume)
+                stops.append(read_checkpoint(out / "checkpoints" / "last.pt"))
+            handle.remove()
+            result = train(tiny_config(tiny_root, out, **DDP_SETTINGS), resume=True)
     finally:
         handle.remove()
-    at_stop = read_checkpoint(out / "checkpoints" / "last.pt")
-    assert at_stop["step"] == STOP_STEP
-    result = train(tiny_config(tiny_root, out, **DDP_SETTINGS), resume=True)
-    return Reference(run_dir=out, at_stop=at_stop, final=read_checkpoint(out / "checkpoints" / "last.pt"),
-                     rows=read_jsonl(out / "metrics.jsonl"), summary=result.summary)
+    assert [s["step"] for s in stops] == [FIRST_EVAL_STEP, STOP_STEP]
+    return Reference(run_dir=out, at_first_eval=stops[0], at_stop=stops[1],
+                     final=read_checkpoint(out / "checkpoints" / "last.pt"), rows=read_jsonl(out / "metrics.jsonl"),
+                     summary=result.summary)

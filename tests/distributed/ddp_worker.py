@@ -10,6 +10,9 @@ optimizer step number STEP (counted from 1 in this process), FAULT strikes:
 - kill: the rank sends itself SIGKILL (it dies at once, as after an out-of-memory kill or a crash);
 - hang: the rank stops answering (sleeps forever) but still dies on SIGTERM, like a stuck collective.
 
+Models and batches are float64 (torch's default dtype), as in the one-process references (ddpkit's docstring
+says why).
+
 With DDPKIT_FAULT_FILE set, the striking rank writes time.time() there first (when the fault happened).
 With DDPKIT_EVAL_LOG set, every rank appends one JSON line {"rank", "n"} per `evaluate()` call of the trainer
 (how many images the reduced metrics counted).
@@ -24,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from resnetlab.cli import main
@@ -69,6 +73,7 @@ def run(argv: list[str]) -> int:
             _strike(fault)
 
     register_optimizer_step_post_hook(after_step)
+    torch.set_default_dtype(torch.float64)
     if os.environ.get("DDPKIT_EVAL_LOG"):
         _spy_on_evaluations(os.environ["DDPKIT_EVAL_LOG"])
     return main(argv[3:])

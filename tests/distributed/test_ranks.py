@@ -27,6 +27,8 @@ from resnetlab.engine.distributed import (
 from resnetlab.engine.evaluate import evaluate
 from resnetlab.errors import TrainingFailed, UserError
 
+pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
+
 CPU = torch.device("cpu")
 NORMALIZATION = {"mean": [0.5], "std": [0.25]}
 GLOO_RESET = ("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:32971: Connection "

@@ -13,6 +13,8 @@ from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.trainer import train
 from resnetlab.errors import UserError
 
+pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
+
 
 def _last(run_dir) -> dict:
     return read_checkpoint(run_dir / "checkpoints" / "last.pt")

@@ -16,6 +16,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.trainer import train
 
+pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
+
 # Runs the CLI in a fresh process that sends itself a real SIGTERM right after optimizer step N.
 SIGNAL_AT_STEP = """
 import os, signal, sys

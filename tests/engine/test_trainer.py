@@ -14,6 +14,8 @@ from resnetlab.engine.config import load_config
 from resnetlab.engine.trainer import train
 from resnetlab.models import create_model
 
+pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
+
 SUMMARY_KEYS = {"best_val_acc", "best_step", "test_acc", "test_loss", "test_acc_final", "final_train_acc", "params",
                 "macs", "steps", "train_time_s", "wall_time_s", "images_per_s"}
 ROW_KEYS = ["step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "time_s"]

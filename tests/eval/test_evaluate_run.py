@@ -18,6 +18,8 @@ from evalkit import (
 from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
 from resnetlab.engine.evaluate import evaluate_run
 
+pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

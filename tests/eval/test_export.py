@@ -12,6 +12,8 @@ from evalkit import random_checkpoint_fixture  # noqa: F401 (a session fixture; 
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.export import export_checkpoint
 
+pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
+
 
 def _reference(ckpt, batch: int = 5):
     model, info = load_checkpoint(ckpt)

@@ -16,6 +16,8 @@ from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.evaluate import load_split, predict_batches
 from resnetlab.engine.predict import predict_files
 
+pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
+
 
 def _test_folder(run) -> tuple:
     model, info = load_checkpoint(run)

@@ -15,6 +15,8 @@ import yaml
 
 from resnetlab.experiments.sweep import run_sweep
 
+pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RUNS = ["plain20_seed0", "plain20_seed1", "resnet20_seed0", "resnet20_seed1"]
 

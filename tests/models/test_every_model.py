@@ -9,6 +9,8 @@ import torch
 
 from resnetlab.models import create_model, list_models
 
+pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
+
 SLOW = {"resnet1202", "resnet1001"}
 
 

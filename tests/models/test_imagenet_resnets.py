@@ -11,6 +11,8 @@ import torchvision
 
 from resnetlab.models import create_model
 
+pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
+
 IMAGENET_NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 

@@ -98,7 +98,7 @@ class BatchTransform:
         """
         if params is not None:
             images = augment_uint8(images, params, self.augment, mirrored, self._scratch)
-        x = images.to(torch.float32)  # (N, H, W, C)
+        x = images.to(torch.get_default_dtype())  # (N, H, W, C), float32 unless torch.set_default_dtype says otherwise
         # In place with out=: the output then sets the loop order. Without it, the broadcast (H, W, C) operand
         # makes TensorIterator loop over N innermost, 15x slower on a CPU.
         torch.addcmul(self.offset, x, self.scale, out=x)
@@ -121,11 +121,11 @@ class BatchTransform:
 class Loader:
     """Batches of an in-memory ImageSet: shuffled, sharded, augmented and normalized on the device.
 
-    Iterating yields (x, y): x float32 (B, C, H, W) normalized (channels_last when asked), y int64 (B,), both
-    on `device`. `batch_size` is the global batch: with `world_size` > 1 each rank takes its contiguous slice
-    of every global batch, so each sample is seen exactly once per epoch across the ranks, and the augmented
-    samples are the same for any world size. Iteration continues from the saved position (`state_dict`);
-    after the last batch of an epoch the next iteration starts the next epoch.
+    Iterating yields (x, y): x float (B, C, H, W) in torch's default dtype (float32) normalized (channels_last
+    when asked), y int64 (B,), both on `device`. `batch_size` is the global batch: with `world_size` > 1 each
+    rank takes its contiguous slice of every global batch, so each sample is seen exactly once per epoch across
+    the ranks, and the augmented samples are the same for any world size. Iteration continues from the saved
+    position (`state_dict`); after the last batch of an epoch the next iteration starts the next epoch.
 
     Args:
         imageset: the split.

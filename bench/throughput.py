@@ -43,9 +43,9 @@ from resnetlab.data import ImageSet, pixel_mean
 from resnetlab.engine import builders, trainer
 from resnetlab.engine.config import Config, load_config
 from resnetlab.engine.distributed import DistEnv
+from resnetlab.engine.metrics import Metrics
 from resnetlab.engine.runtime import StopSignals, process_settings
 from resnetlab.engine.schedule import LRSchedule
-from resnetlab.eval.metrics import Metrics
 from resnetlab.models import create_model
 
 TUTORIAL_MEAN, TUTORIAL_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the tutorial's constants

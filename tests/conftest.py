@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.enginekit import make_mnist_root
+from support.evalkit import train_tiny_run, write_checkpoint
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,6 +42,24 @@ def chromium() -> Path:
     """Debian's Chromium, for the report's browser test."""
     require(CHROMIUM.exists(), f"Chromium at {CHROMIUM}")
     return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A data root with a small separable 4-class 'mnist' (480 train, 160 test images of 12x12)."""
+    return make_mnist_root(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """RUN/checkpoints/best.pt of an untrained resnet20 (1 channel, 3 classes, 16 px)."""
+    return write_checkpoint(tmp_path_factory.mktemp("random-ckpt") / "checkpoints" / "best.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """RUN_DIR of resnet20 trained for 40 iterations on a generated 3-class image folder (16x16 grey)."""
+    return train_tiny_run(tmp_path_factory.mktemp("tiny-run"))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from resnetlab.version import __version__
 
 _EXPORTS = {
     "list_models": "resnetlab.models",

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from resnetlab import __version__
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
+from resnetlab.version import __version__
 
 # `resnetlab train` flags and the dotted config keys they set (the rest goes through --set key=value).
 TRAIN_FLAGS = {
@@ -97,8 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from resnetlab.engine.evaluate import evaluate_run
-    from resnetlab.eval.metrics import format_metrics
+    from resnetlab.engine.metrics import format_metrics
+    from resnetlab.reports.evaluation import evaluate_run
 
     result = evaluate_run(args.path, split=args.split, tta=args.tta, data_dir=args.data_dir)
     print(format_metrics(result))
@@ -122,14 +122,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from resnetlab.eval.report import write_report
+    from resnetlab.reports.report import write_report
 
     print(write_report(args.run_dir))
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from resnetlab.eval.plots import plot_runs
+    from resnetlab.reports.plots import plot_runs
 
     print(plot_runs(args.run_dirs, args.out))
     return 0

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from official_formats import idx_bytes, tar_gz, write_cifar10
+from support.official_formats import idx_bytes, tar_gz, write_cifar10
 from torchvision.datasets import utils as tv_utils
 
 from resnetlab.data import download, load_dataset, sources

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
-from official_formats import write_png
 from PIL import Image
+from support.official_formats import write_png
 
 from resnetlab.data import load_dataset, read_image, stream_imagefolder
 from resnetlab.errors import UserError

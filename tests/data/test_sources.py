@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from official_formats import CIFAR10_NAMES, idx_bytes, py2_pickle, write_cifar10, write_cifar100, write_idx
+from support.official_formats import CIFAR10_NAMES, idx_bytes, py2_pickle, write_cifar10, write_cifar100, write_idx
 
 from resnetlab.data import load_dataset, sources
 from resnetlab.data.sources import IDX_CLASSES, read_pickle

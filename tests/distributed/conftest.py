@@ -1,23 +1,18 @@
 """Fixtures for the DDP tests: the engine tests' tiny data set, and a one-process reference run to compare with.
 
-The helpers live in ddpkit.py (and the engine's enginekit.py, put on sys.path here), never in a conftest.
+The helpers live in tests/support (ddpkit, enginekit); the tiny data set `tiny_root` is in tests/conftest.py.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # official_formats (used by enginekit)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))  # enginekit
-
-from ddpkit import DDP_SETTINGS, FIRST_EVAL_STEP, STOP_STEP, float64, read_jsonl  # noqa: E402
-from enginekit import make_mnist_root, tiny_config  # noqa: E402
+from support.ddpkit import DDP_SETTINGS, FIRST_EVAL_STEP, STOP_STEP, float64, read_jsonl
+from support.enginekit import tiny_config
 
 
 @dataclass
@@ -30,12 +25,6 @@ class Reference:
     final: dict  # checkpoints/last.pt at the end
     rows: list[dict]  # metrics.jsonl
     summary: dict
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    """A data root with the engine tests' small separable 4-class 'mnist' (480 train, 160 test, 12x12)."""
-    return make_mnist_root(tmp_path_factory.mktemp("ddp-data"))
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ import logging
 
 import pytest
 import torch
-from ddpkit import DDP_SETTINGS
-from enginekit import tiny_config
+from support.ddpkit import DDP_SETTINGS
+from support.enginekit import tiny_config
 
 from resnetlab.data import ImageSet
 from resnetlab.engine import builders

@@ -12,7 +12,7 @@ import json
 
 import pytest
 import torch
-from ddpkit import (
+from support.ddpkit import (
     DDP_SETTINGS,
     FIRST_EVAL_STEP,
     STOP_STEP,
@@ -24,7 +24,7 @@ from ddpkit import (
     torchrun,
     train_argv,
 )
-from enginekit import tiny_config
+from support.enginekit import tiny_config
 
 from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
 from resnetlab.engine.trainer import train

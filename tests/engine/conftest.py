@@ -1,17 +1,11 @@
-"""Fixtures for the engine tests: a tiny separable data set and one shared finished run (helpers: enginekit)."""
+"""Fixtures for the engine tests: one shared finished run (the tiny data set `tiny_root` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from enginekit import make_mnist_root, tiny_config
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    """A data root with a small separable 4-class 'mnist' (480 train, 160 test images of 12x12)."""
-    return make_mnist_root(tmp_path_factory.mktemp("data"))
+from support.enginekit import tiny_config
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 import pytest
-from enginekit import cli_args
+from support.enginekit import cli_args
 
 from resnetlab.engine.config import load_config
 

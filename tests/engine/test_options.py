@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from enginekit import read_rows, tiny_config
+from support.enginekit import read_rows, tiny_config
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from enginekit import cli_args, read_rows, tiny_config
+from support.enginekit import cli_args, read_rows, tiny_config
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from resnetlab.engine.checkpoint import read_checkpoint

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from enginekit import read_rows, tiny_config
+from support.enginekit import read_rows, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint

@@ -1,31 +1,12 @@
-"""Fixtures for the experiments tests: fake sweep directories in the run-directory format of DESIGN.md, and a
-tiny generated IDX dataset for real end-to-end sweeps."""
+"""Fixtures for the experiments tests: a tiny generated IDX dataset for real end-to-end sweeps."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-import yaml
-from official_formats import write_idx
-
-from resnetlab.experiments.spec import parse_spec
-
-
-@pytest.fixture
-def fake_sweep_dir(tmp_path: Path):
-    """make(raw_spec) -> sweep DIR with DIR/sweep.yaml written (runs are added by the test)."""
-
-    def make(raw: dict[str, Any]) -> Path:
-        out = tmp_path / "sweep"
-        (out / "runs").mkdir(parents=True)
-        spec = parse_spec(raw, name="fake")
-        (out / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
-        return out
-
-    return make
+from support.official_formats import write_idx
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from resnetlab.data.download import REMOTES, fetch, fetch_archive
+from resnetlab.data.folder import load_imagefolder
 from resnetlab.data.imageset import ImageSet, convert_channels, resize_images
 from resnetlab.errors import UserError
 
@@ -63,7 +64,6 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
     if coarse and _ALIASES.get(key.lower(), key.lower()) != "cifar100":
         raise UserError(f"data.coarse applies to cifar100 only, not {key}; remove it")
     if key.lower().startswith("imagefolder:"):
-        from resnetlab.data.folder import load_imagefolder
 
         return load_imagefolder(key.split(":", 1)[1], split, image_size=image_size, channels=channels,
                                 max_bytes=max_bytes)

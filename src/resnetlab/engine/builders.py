@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnetlab.data import AugmentConfig, ImageSet, Loader, channel_stats, load_dataset, split_train_val
+from resnetlab.data import AugmentConfig, ImageSet, Loader, channel_stats, load_dataset, pixel_mean, split_train_val
 from resnetlab.engine.config import Config
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
@@ -142,7 +142,6 @@ def build_data(cfg: Config) -> Datasets:
 
 def _normalization(train: ImageSet, mode: str) -> dict[str, Any]:
     if mode == "pixel":
-        from resnetlab.data import pixel_mean
 
         mean = pixel_mean(train)  # (C, H, W)
         return {"mean": mean.tolist(), "std": [1.0] * int(mean.shape[0])}

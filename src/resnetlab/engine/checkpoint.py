@@ -9,7 +9,6 @@ world_size (the processes that trained it; with dist.batch_size=global any numbe
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from resnetlab.engine.builders import build_model
+from resnetlab.engine.config import config_from_dict
+from resnetlab.engine.rundir import atomic_write
 from resnetlab.errors import UserError
 
 FORMAT_VERSION = 1
@@ -25,37 +27,13 @@ REQUIRED_KEYS = ("model", "config", "classes", "normalization", "in_chans", "num
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write `state` to `path` atomically: a temp file in the same folder, fsync, then os.replace.
+    """Write `state` to `path` atomically (rundir.atomic_write): a reader or a crash sees the old file or the new one.
 
-    A reader (or a crash) sees either the old file or the new one, never half of one.
+    Raises:
+        TrainingFailed: the disk is full (the previous file is kept).
+        UserError: the folder cannot be written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    # The rename itself is durable only once the directory entry is flushed (POSIX; a no-op elsewhere).
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -90,8 +68,6 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         (model in eval mode on the CPU, info) where info holds classes, normalization ({mean, std}),
         config (nested dict), in_chans, image_size, num_classes, step, epoch and best.
     """
-    from resnetlab.engine.builders import build_model
-    from resnetlab.engine.config import config_from_dict
 
     path = Path(path)
     if path.is_dir():
@@ -109,17 +85,6 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
                                             "num_classes", "step", "epoch", "best")}
     info["path"] = str(path)
     return model, info
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module inside DistributedDataParallel and/or torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP
-            model = model.module
-        elif hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        else:
-            return model
 
 
 # ------------------------------------------------------------------------------------------------ RNG

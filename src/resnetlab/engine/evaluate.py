@@ -7,26 +7,23 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnetlab.data import ImageSet
+from resnetlab.engine.builders import Datasets, build_data, make_loader, select_device
+from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import Config, config_from_dict
+from resnetlab.engine.metrics import Metrics
+from resnetlab.engine.rundir import write_evaluation
 from resnetlab.errors import UserError
-from resnetlab.eval.metrics import Metrics
-
-if TYPE_CHECKING:  # pragma: no cover
-    from resnetlab.data import ImageSet
-    from resnetlab.engine.builders import Datasets
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +159,6 @@ def load_split(
     Returns:
         (imageset of the split, Datasets, config).
     """
-    from resnetlab.engine.builders import build_data
 
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -181,25 +177,29 @@ def load_split(
     return imageset, data, cfg
 
 
-def evaluate_run(
-    path: Path | str, split: str = "test", tta: bool = False, data_dir: Path | str | None = None
-) -> dict[str, Any]:
-    """`resnetlab evaluate`: metrics of a run's best checkpoint (or any checkpoint) on one split.
+@dataclass
+class Scored:
+    """What scoring a checkpoint on a split gives: the metrics, and what the plots of it need."""
 
-    Writes eval_<split>.json, confusion_<split>.csv, plots/confusion_<split>.png and plots/wrong_<split>.png
-    into the run directory (or next to a checkpoint outside a run directory).
+    result: dict[str, Any]  # Metrics.compute() with per-class rows, plus split, tta, checkpoint, files, ...
+    images: torch.Tensor  # uint8 (N, C, H, W), the split as stored
+    targets: torch.Tensor  # (N,) int64
+    scores: torch.Tensor  # (N, K) logits (log-probabilities with tta)
+    out_dir: Path  # where the evaluation's files went
+
+
+def score_run(
+    path: Path | str, split: str = "test", tta: bool = False, data_dir: Path | str | None = None
+) -> Scored:
+    """Metrics of a run's best checkpoint (or any checkpoint) on one split; writes eval_<split>.json and
+    confusion_<split>.csv into the run directory (or next to a checkpoint outside a run directory).
 
     Args:
         path: RUN_DIR (its checkpoints/best.pt) or a checkpoint file.
         split: "test" (the official test split) or "val" (the run's seeded validation split).
         tta: average the prediction with the horizontally flipped image.
         data_dir: the folder holding the data set, if not where the run found it.
-
-    Returns:
-        `Metrics.compute()` with per-class rows, plus split, tta, checkpoint, step and files written.
     """
-    from resnetlab.engine.builders import make_loader, select_device
-    from resnetlab.engine.checkpoint import load_checkpoint
 
     ckpt = checkpoint_path(path)
     model, info = load_checkpoint(ckpt)
@@ -212,33 +212,7 @@ def evaluate_run(
     result = metrics.compute()
     result.update(split=split, tta=tta, checkpoint=str(ckpt.resolve()), step=info.get("step"),
                   model=cfg.model.name, data=cfg.data.name)
-    result["files"] = _write_outputs(output_dir(ckpt), result, imageset.images, targets, scores)
+    out = output_dir(ckpt)
+    result["files"] = write_evaluation(out, split, result)
     log.info("%s accuracy %.2f%% (%d images)", split, 100 * result["acc"], result["n"])
-    return result
-
-
-def _write_outputs(out: Path, result: dict[str, Any], images: torch.Tensor, targets: torch.Tensor,
-                   scores: torch.Tensor) -> dict[str, str]:
-    from resnetlab.eval import plots
-
-    split, classes = result["split"], [row["class"] for row in result["per_class"]]
-    files = {"metrics": out / f"eval_{split}.json", "confusion csv": out / f"confusion_{split}.csv"}
-    _write_atomic(files["metrics"], json.dumps({k: v for k, v in result.items() if k != "files"}, indent=1) + "\n")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["true \\ predicted", *classes])
-    writer.writerows([name, *row] for name, row in zip(classes, result["confusion_matrix"], strict=True))
-    _write_atomic(files["confusion csv"], buffer.getvalue())
-    title = f"{result['model']} on {plots.short_data_name(result['data'])} {split}"
-    files["confusion plot"] = plots.plot_confusion(result["confusion_matrix"], classes,
-                                                   out / "plots" / f"confusion_{split}.png", title=title)
-    files["wrong predictions"] = plots.plot_wrong(images, targets, scores, classes,
-                                                  out / "plots" / f"wrong_{split}.png")
-    return {label: str(path) for label, path in files.items()}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    return Scored(result, imageset.images, targets, scores, out)

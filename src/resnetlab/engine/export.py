@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,6 @@ def export_checkpoint(ckpt: Path | str, fmt: str, out: Path | str) -> Path:
     Returns:
         The exported file's path.
     """
-    from resnetlab.engine.checkpoint import load_checkpoint
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")

@@ -17,6 +17,10 @@ import torch
 
 from resnetlab.data import ImageSet, read_image, resize_images
 from resnetlab.data.folder import IMAGE_EXTENSIONS
+from resnetlab.engine.builders import make_loader, select_device
+from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.engine.config import config_from_dict
+from resnetlab.engine.evaluate import checkpoint_path, predict_batches
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -83,8 +87,6 @@ def predict_files(ckpt: Path | str, inputs: Sequence[Path | str], top_k: int = 3
         One dict per file, in input order: {"path", "predictions": [{"class", "prob"}, ...]} or, for a file that
         cannot be read as an image, {"path", "error"}.
     """
-    from resnetlab.engine.checkpoint import load_checkpoint
-    from resnetlab.engine.evaluate import checkpoint_path
 
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1; got {top_k}")
@@ -120,9 +122,6 @@ def predict_logits(model: torch.nn.Module, info: dict[str, Any], images: torch.T
     Returns:
         (N, K) float32 logits on the CPU, in the order of `images`.
     """
-    from resnetlab.engine.builders import make_loader, select_device
-    from resnetlab.engine.config import config_from_dict
-    from resnetlab.engine.evaluate import predict_batches
 
     cfg = config_from_dict(info["config"])
     device = select_device("auto")

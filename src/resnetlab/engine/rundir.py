@@ -1,76 +1,346 @@
-"""The run directory: never overwrite a run; on --resume, continue it with its own config.
+"""The run directory: the one owner of its format, and of the one atomic writer everything uses.
 
-RUN_DIR holds config.yaml, metrics.jsonl, summary.json (written last: its presence means "finished"),
-checkpoints/ and tb/ (see DESIGN.md "Run directory").
+```
+RUN_DIR/config.yaml           write_config / read_config: the resolved config (re-running it reproduces the run)
+RUN_DIR/metrics.jsonl         append_metrics / read_metrics / truncate_metrics: one JSON object per logging
+                              interval (training metrics) and per evaluation (validation metrics too)
+RUN_DIR/summary.json          write_summary / read_summary: written last, its presence means "finished"
+RUN_DIR/eval_<tag>.json       write_evaluation / read_evaluation (+ confusion_<tag>.csv): `resnetlab evaluate`
+RUN_DIR/checkpoints/*.pt      written by checkpoint.py through `atomic_write`
+RUN_DIR/.lock                 lock_run_dir: held (fcntl) by the one process that trains the run
+```
+
+Every file is written to a temporary file in the same folder, fsynced, then renamed over the old one: a reader,
+or a crash, sees the old file or the new one, never half of one. A full disk is a TrainingFailed (exit 1) that
+names the file and the free space; any other failure to write (a read-only folder, a path under a file) is a
+UserError (exit 2). Neither leaves the temporary file behind, and a kill that does is cleaned up by the next
+process that takes the lock (`remove_stale_temp_files`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import errno
+import fcntl
+import io
 import json
 import logging
+import math
 import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from resnetlab.engine.checkpoint import read_checkpoint
-from resnetlab.engine.config import Config, config_from_dict, config_to_dict
-from resnetlab.engine.distributed import barrier
-from resnetlab.errors import UserError
+import yaml
 
-log = logging.getLogger("resnetlab.engine.trainer")
+from resnetlab.engine.config import Config, config_from_dict, dump_config
+from resnetlab.errors import TrainingFailed, UserError
 
-# Settings a resumed run may change: they do not alter what is computed (on the same kind of device).
-RESUME_MAY_CHANGE = ("train.out_dir", "train.quiet", "train.threads", "train.log_every", "train.device")
+log = logging.getLogger(__name__)
+
+CONFIG, METRICS, SUMMARY, LOCK, CHECKPOINTS = "config.yaml", "metrics.jsonl", "summary.json", ".lock", "checkpoints"
+TEMP_MARK = ".tmp-"  # temporary files are named .NAME.tmp-PID
+# summary.json keys every finished run has; a file without them is corrupt (e.g. `{}` or a JSON list).
+SUMMARY_KEYS = ("best_val_acc", "test_acc", "test_acc_final", "steps")
+METRIC_KEYS = ("step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "time_s")
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def check_run_dir(cfg: Config, resume: bool) -> tuple[Path, dict[str, Any] | None, Config]:
-    """The run directory, the checkpoint to resume (or None) and the config to run with.
+# ---------------------------------------------------------------------------------------- atomic writes
 
-    Refuses to overwrite a run; for `resume`, reads checkpoints/last.pt and takes the run's own config.
+
+def atomic_write(path: str | Path, data: bytes | str | Callable[[IO[bytes]], None]) -> Path:
+    """Write `data` (bytes, text, or a function that writes to a binary file) to `path` atomically.
+
+    Raises:
+        TrainingFailed: the disk is full (the old file, if any, is kept).
+        UserError: the file cannot be written (read-only folder, a parent that is a file, no permission).
     """
-    if not cfg.train.out_dir:
-        raise UserError("train.out_dir (--out RUN_DIR) is required: where checkpoints, metrics and summary go")
-    run_dir = Path(cfg.train.out_dir).expanduser()
-    if not resume:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-            raise UserError(f"{run_dir} already exists; choose a new --out, or add --resume to continue that run")
-        barrier()  # every rank has looked before rank 0 creates it
-        return run_dir, None, cfg
-    if (run_dir / "summary.json").exists():
-        raise UserError(f"{run_dir} has already finished (summary.json exists); train into a new --out")
-    last = run_dir / "checkpoints" / "last.pt"
-    if not last.exists():
-        raise UserError(f"nothing to resume: {last} does not exist (train without --resume to start the run)")
-    ckpt = read_checkpoint(last)
-    return run_dir, ckpt, resume_config(cfg, ckpt["config"])
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    except RuntimeError as exc:  # torch.save reports a failed write as a RuntimeError wrapping the OSError
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, OSError):
+            raise write_error(path, cause) from None
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
 
 
-def resume_config(cfg: Config, saved: dict[str, Any]) -> Config:
-    """The run's saved config, with only the RESUME_MAY_CHANGE settings taken from `cfg`."""
-    resumed = config_from_dict(saved)
-    new, old = _flatten(config_to_dict(cfg)), _flatten(saved)
-    ignored = [k for k in new if k not in RESUME_MAY_CHANGE and k != "recipe" and new[k] != old.get(k)]
-    if ignored:
-        log.warning("resuming with the run's own config; ignoring %d different setting(s): %s",
-                    len(ignored), ", ".join(f"{k}={new[k]!r}" for k in ignored[:8]))
-    for key in RESUME_MAY_CHANGE:
-        section, name = key.split(".")
-        setattr(getattr(resumed, section), name, getattr(getattr(cfg, section), name))
-    return resumed
+def write_error(path: Path, exc: OSError) -> Exception:
+    """The one-line error for a file that could not be written."""
+    if exc.errno in _DISK_FULL:
+        free = _free_space(path.parent)
+        return TrainingFailed(f"no space left on the device for {path} ({free} free); free some space, then run the "
+                              "same command with --resume (the earlier checkpoints are kept)")
+    reason = exc.strerror or str(exc)
+    return UserError(f"cannot write {path}: {reason}; choose a folder you can write to")
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "options":
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+def _free_space(folder: Path) -> str:
+    for candidate in (folder, *folder.parents):
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(candidate).free
+            return f"{free / 2**20:.1f} MiB" if free < 2**30 else f"{free / 2**30:.1f} GiB"
+    return "unknown space"
 
 
-def write_json(path: Path, obj: dict[str, Any]) -> None:
-    """Write `obj` as JSON to `path` atomically (summary.json must never be half written)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+def _fsync_dir(folder: Path) -> None:
+    # The rename itself is durable only once the directory entry is flushed (POSIX; a no-op elsewhere).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete the temporary files a killed writer left in RUN_DIR and RUN_DIR/checkpoints (call it under the lock:
+    then no other process is writing there)."""
+    for folder in (run_dir, run_dir / CHECKPOINTS):
+        if folder.is_dir():
+            for path in folder.glob(f".*{TEMP_MARK}*"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+# ------------------------------------------------------------------------------------------------ JSON
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """`obj` as indented JSON, atomically."""
+    return atomic_write(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in `path`.
+
+    Raises:
+        UserError: the file is missing, unreadable or not JSON (the message names it).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); it is corrupt") from None
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def write_config(run_dir: Path, cfg: Config) -> Path:
+    """RUN_DIR/config.yaml: the resolved config (`--recipe` that file reproduces the run)."""
+    return atomic_write(run_dir / CONFIG, dump_config(cfg))
+
+
+def read_config(run_dir: Path) -> Config:
+    """The Config in RUN_DIR/config.yaml.
+
+    Raises:
+        UserError: the file is missing or not a config.
+    """
+    path = Path(run_dir) / CONFIG
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} is not a run directory (no {CONFIG})") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{path} cannot be read as YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a resnetlab config (no mapping of sections)")
+    return config_from_dict(data)
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
+    """Append one row to RUN_DIR/metrics.jsonl (keys METRIC_KEYS; non-finite numbers become null)."""
+    row = {key: _finite_or_none(row.get(key)) for key in METRIC_KEYS}
+    with open(run_dir / METRICS, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(run_dir: Path | str, *, required: bool = True) -> list[dict[str, Any]]:
+    """The rows of RUN_DIR/metrics.jsonl; a torn last line (a row being written) is skipped.
+
+    Raises:
+        UserError: `required` and the file is missing or holds no row yet.
+    """
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        if required:
+            raise UserError(f"{path} does not exist; pass a run directory written by 'resnetlab train'")
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            row = json.loads(line)
+            if isinstance(row, dict):
+                rows.append(row)
+    if required and not rows:
+        raise UserError(f"{path} holds no row yet; wait for the first logging interval")
+    return rows
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> None:
+    """Drop rows after `last_step` (an attempt that died after logging them, before its checkpoint)."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in lines if _row_step(line) <= last_step]
+    if len(keep) != len(lines):
+        atomic_write(path, "".join(line + "\n" for line in keep))
+
+
+def _row_step(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return float("inf")  # a torn line is dropped
+
+
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+# --------------------------------------------------------------------------------------------- summary
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """RUN_DIR/summary.json, written last: its presence means the run finished."""
+    return write_json(run_dir / SUMMARY, summary)
+
+
+def read_summary(run_dir: Path | str, *, strict: bool = True) -> dict[str, Any] | None:
+    """RUN_DIR/summary.json, or None when the run has not finished (no such file).
+
+    A corrupt file (not JSON, not an object, or without the keys every summary has) is a UserError naming it
+    when `strict`; otherwise it is logged and treated as missing (the run is unfinished and can be resumed).
+    """
+    path = Path(run_dir) / SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        summary = read_json(path)
+        if not isinstance(summary, dict) or any(key not in summary for key in SUMMARY_KEYS):
+            raise UserError(f"{path} is not a run summary (it lacks {', '.join(SUMMARY_KEYS)}); it is corrupt")
+    except UserError as exc:
+        if strict:
+            raise UserError(f"{exc}; delete it and run 'resnetlab train --out {run_dir} --resume' to rewrite it") \
+                from None
+        log.warning("%s; treating %s as unfinished", exc, run_dir)
+        return None
+    return summary
+
+
+def is_finished(run_dir: Path | str) -> bool:
+    """Whether the run wrote a valid summary.json (a corrupt one counts as unfinished, with a warning)."""
+    return read_summary(run_dir, strict=False) is not None
+
+
+# --------------------------------------------------------------------------------------------- evaluations
+
+
+def evaluation_tag(split: str, *, tta: bool = False, data: str | None = None) -> str:
+    """The name part of an evaluation's files: `test`, `test_tta`, `test_imagefolder-shapes`, ..."""
+    tag = split
+    if data:
+        kind, _, where = data.partition(":")
+        slug = "".join(c if c.isalnum() or c in "-." else "-" for c in (f"{kind}-{Path(where).name}" if where
+                                                                          else kind))
+        tag += f"_{slug}"
+    return tag + ("_tta" if tta else "")
+
+
+def write_evaluation(out: Path, tag: str, result: dict[str, Any]) -> dict[str, str]:
+    """OUT/eval_<tag>.json (the result without its file list) and OUT/confusion_<tag>.csv; returns their paths."""
+    files = {"metrics": out / f"eval_{tag}.json", "confusion csv": out / f"confusion_{tag}.csv"}
+    write_json(files["metrics"], {k: v for k, v in result.items() if k != "files"})
+    if "confusion_matrix" in result:
+        classes = [row["class"] for row in result["per_class"]]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["true \\ predicted", *classes])
+        writer.writerows([name, *row] for name, row in zip(classes, result["confusion_matrix"], strict=True))
+        atomic_write(files["confusion csv"], buffer.getvalue())
+    else:
+        del files["confusion csv"]
+    return {label: str(path) for label, path in files.items()}
+
+
+def read_evaluation(run_dir: Path, tag: str = "test") -> dict[str, Any] | None:
+    """RUN_DIR/eval_<tag>.json, or None when there is none (a corrupt one is logged and ignored)."""
+    path = Path(run_dir) / f"eval_{tag}.json"
+    if not path.is_file():
+        return None
+    try:
+        result = read_json(path)
+    except UserError as exc:
+        log.warning("%s", exc)
+        return None
+    return result if isinstance(result, dict) else None
+
+
+# ------------------------------------------------------------------------------------------------- lock
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: Path, what: str = "trained") -> Iterator[None]:
+    """Hold RUN_DIR/.lock (an exclusive fcntl lock) for the body; the OS releases it when the process dies.
+
+    Raises:
+        UserError: another live process holds it (the message names its PID).
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise write_error(run_dir / LOCK, exc) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UserError(f"{run_dir} is being {what} by another process (PID {holder}); wait for it to end, or "
+                            "choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def write_csv_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """A CSV file with a header row, atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write(path, buffer.getvalue())

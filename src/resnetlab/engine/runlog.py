@@ -6,20 +6,14 @@ trainer never asks who it is before logging.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("resnetlab.engine.trainer")
+from resnetlab.engine.rundir import METRIC_KEYS, append_metrics
 
-METRIC_KEYS = ("step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "time_s")
-
-
-def _finite_or_none(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+log = logging.getLogger(__name__)
 
 
 class RunLogger:
@@ -73,9 +67,8 @@ class RunLogger:
         """Append one evaluation row to metrics.jsonl and TensorBoard, and say it on the bar/log."""
         if self.run_dir is None:
             return
-        row = {key: _finite_or_none(row.get(key)) for key in METRIC_KEYS}
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_metrics(self.run_dir, row)
+        row = {key: row.get(key) for key in METRIC_KEYS}
         step = row["step"]
         assert self._writer is not None
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
@@ -111,16 +104,6 @@ class RunLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop rows of metrics.jsonl after `last_step` (an attempt that died after logging, before saving)."""
-    if not path.exists():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    keep = [line for line in rows if json.loads(line).get("step", 0) <= last_step]
-    if len(keep) != len(rows):
-        path.write_text("".join(line + "\n" for line in keep))
 
 
 def _duration(seconds: float) -> str:

@@ -46,12 +46,14 @@ from resnetlab.engine.distributed import (
     init_distributed,
 )
 from resnetlab.engine.evaluate import evaluate
-from resnetlab.engine.rundir import check_run_dir, write_json
-from resnetlab.engine.runlog import RunLogger, truncate_metrics
+from resnetlab.engine.metrics import Metrics
+from resnetlab.engine.run import check_run_dir
+from resnetlab.engine.rundir import truncate_metrics, write_summary
+from resnetlab.engine.runlog import RunLogger
 from resnetlab.engine.runtime import StopSignals, process_settings, seed_everything
 from resnetlab.engine.schedule import LRSchedule
 from resnetlab.errors import Interrupted, TrainingFailed
-from resnetlab.eval.metrics import Metrics
+from resnetlab.models import summarize
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +245,7 @@ def finish(run: Run, wall_start: float) -> dict[str, Any]:
         "device": str(run.device), "world_size": run.env.world_size,
     }
     if run.env.is_main:
-        write_json(run.run_dir / "summary.json", summary)
+        write_summary(run.run_dir, summary)
         assert run.logger is not None
         run.logger.info("test accuracy %.2f%% (best-validation model, step %d), %.2f%% (final model); %s",
                         100 * summary["test_acc"], s.best_step, 100 * summary["test_acc_final"], run.run_dir)
@@ -484,13 +486,12 @@ def _restore(run: Run, ckpt: dict[str, Any]) -> None:
     run.state = TrainState(**ckpt["progress"])
     if run.env.is_main:  # the saved sums are over all ranks (add them once); one writer of metrics.jsonl
         run.train_metrics.load_state_dict(ckpt["metrics"])
-        truncate_metrics(run.run_dir / "metrics.jsonl", run.state.step)
+        truncate_metrics(run.run_dir, run.state.step)
     restore_rng(ckpt["rng"])
 
 
 def _model_size(run: Run) -> dict[str, Any]:
     """Parameters and multiply-accumulates per image (models.summarize) of the trained network."""
-    from resnetlab.models import summarize
 
     size = run.cfg.data.resize or run.data.image_size
     net = copy.deepcopy(run.net).cpu().eval()

@@ -11,7 +11,7 @@ from typing import Any
 
 _EXPORTS = {
     "run_sweep": "resnetlab.experiments.sweep",
-    "aggregate": "resnetlab.experiments.aggregate",
+    "aggregate": "resnetlab.reports.sweep_tables",
     "load_spec": "resnetlab.experiments.spec",
     "lr_find": "resnetlab.experiments.lr_find",
     "lr_find_model": "resnetlab.experiments.lr_find",

@@ -41,11 +41,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
+from resnetlab.engine.config import load_config
+from resnetlab.engine.trainer import train
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
-from resnetlab.experiments.aggregate import RUNS_DIR, SPEC_FILE, aggregate
 from resnetlab.experiments.spec import RunPoint, SweepSpec, expand, load_spec, parse_spec
+from resnetlab.reports.sweep_data import RUNS_DIR, SPEC_FILE
+from resnetlab.reports.sweep_tables import aggregate
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +107,6 @@ def run_sweep(spec: str | Path, out_dir: str | Path, jobs: int = 1) -> Path:
 
 def check_spec(spec: SweepSpec, points: list[RunPoint]) -> None:
     """Resolve every run's config up front so that a bad recipe, key or value fails before any training."""
-    from resnetlab.engine.config import load_config
 
     for point in points:
         try:
@@ -148,8 +151,6 @@ def _claim_dir(out: Path, spec: SweepSpec) -> None:
 def _train_in_process(spec: SweepSpec, task: Task) -> bool:
     """Train one run with the engine in this process; True when it finished. Failures are logged, not raised,
     except an interrupt (Ctrl-C / SIGTERM), which stops the whole sweep."""
-    from resnetlab.engine.config import load_config
-    from resnetlab.engine.trainer import train
 
     name = task.point.name
     logger.info("%s %s", "resuming" if task.resume else "training", name)
@@ -194,7 +195,6 @@ def _visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [g.strip() for g in listed.split(",") if g.strip()]
-    import torch
 
     return [str(i) for i in range(torch.cuda.device_count())]
 

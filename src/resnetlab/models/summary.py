@@ -35,10 +35,10 @@ def summarize(model: nn.Module, input_size: tuple[int, int, int, int] = (1, 3, 3
 
     if len(input_size) != 4 or any(int(d) < 1 for d in input_size):
         raise UserError(f"input size must be (batch, channels, height, width) of positive sizes, got {input_size}")
-    device = next(model.parameters()).device
+    param = next(model.parameters())
     try:
-        stats = torchinfo.summary(model, input_size=tuple(input_size), device=device, mode="eval", verbose=0,
-                                  col_names=("output_size", "num_params"), depth=3)
+        stats = torchinfo.summary(model, input_size=tuple(input_size), device=param.device, dtypes=[param.dtype],
+                                  mode="eval", verbose=0, col_names=("output_size", "num_params"), depth=3)
     except RuntimeError as exc:
         raise UserError(f"the model cannot run on an input of size {tuple(input_size)} ({_root_cause(exc)}); "
                         "try a larger image size or the matching channel count") from exc

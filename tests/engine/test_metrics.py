@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnetlab.engine.evaluate import evaluate, predict_batches
-from resnetlab.eval.metrics import Metrics, format_metrics
+from resnetlab.engine.metrics import Metrics, format_metrics
 
 # 8 images, 3 classes. Rows of the confusion matrix are the true class:
 #   true 0 -> predicted 0, 0, 1      [2, 1, 0]
@@ -189,3 +189,44 @@ def test_evaluate_under_bf16_autocast_returns_float_scores_close_to_fp32() -> No
     assert mixed["n"] == 8
     scores, _ = predict_batches(model, batches, amp_dtype=torch.bfloat16)
     assert scores.dtype == torch.float32
+
+
+# ------------------------------------------------------------------------- against scikit-learn (the oracle)
+
+
+def _random_predictions(kind: str, n: int, k: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, predictions) of a weak or strong classifier, or one that never predicts some classes, or data
+    where some classes have no example at all."""
+    target = torch.randint(0, k, (n,), generator=gen)
+    if kind == "no support":
+        target = target % (k - 3)  # the last 3 classes never occur
+    right = torch.rand(n, generator=gen) < {"weak": 0.15, "strong": 0.9}.get(kind, 0.5)
+    pred = torch.where(right, target, torch.randint(0, k, (n,), generator=gen))
+    if kind == "never predicted":
+        pred = pred % (k - 2)  # the last 2 classes are never predicted
+    return target, pred
+
+
+@pytest.mark.parametrize("kind", ["weak", "strong", "never predicted", "no support"])
+def test_per_class_and_averaged_scores_equal_scikit_learn(kind: str) -> None:
+    metrics_sk = pytest.importorskip("sklearn.metrics")
+    k, gen = 10, torch.Generator().manual_seed(len(kind))
+    target, pred = _random_predictions(kind, 700, k, gen)
+    metrics = Metrics(k, per_class=True)
+    metrics.update(F.one_hot(pred, k).float(), target)
+    ours = metrics.compute()
+    oracle = metrics_sk.classification_report(target.numpy(), pred.numpy(), labels=list(range(k)), output_dict=True,
+                                              zero_division=0)
+    if kind == "weak":  # precision + recall < 1: where F1 was once wrong (2PR / max(P + R, 1))
+        assert all(0 < row["precision"] + row["recall"] < 1 for row in ours["per_class"])
+    for row in ours["per_class"]:
+        expected = oracle[str(row["index"])]
+        for key, sk_key in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+            assert row[key] == pytest.approx(expected[sk_key], abs=1e-12), (row["class"], key)
+        assert row["support"] == expected["support"]
+    for ours_key, sk_key in (("macro", "macro avg"), ("weighted", "weighted avg")):
+        for key, sk in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+            assert ours[ours_key][key] == pytest.approx(oracle[sk_key][sk], abs=1e-12), (ours_key, key)
+    assert ours["acc"] == pytest.approx(metrics_sk.accuracy_score(target.numpy(), pred.numpy()), abs=1e-12)
+    assert ours["confusion_matrix"] == metrics_sk.confusion_matrix(target.numpy(), pred.numpy(),
+                                                                   labels=list(range(k))).tolist()

@@ -1,17 +1,10 @@
-"""Helpers and fixtures of the evaluation tests: a hand-made checkpoint, a generated image folder, a tiny run.
-
-Deliberately no conftest.py in tests/eval: other test folders do `from conftest import ...`, which a second
-conftest module would shadow when pytest is given several folders. The test modules import the fixtures below
-as `*_fixture` (registered under the name without the suffix). The session-scoped ones keep their result at a
-fixed path under the session's base temp folder, so the tiny run is trained once per session however many
-modules import it.
-"""
+"""Helpers of the evaluation tests: a hand-made checkpoint, a generated image folder, a tiny trained run
+(the fixtures that use them are in tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from resnetlab.engine.checkpoint import FORMAT_VERSION, save_checkpoint
@@ -82,20 +75,10 @@ TINY_RUN_OVERRIDES = (
 )
 
 
-@pytest.fixture(scope="session", name="random_checkpoint")
-def random_checkpoint_fixture(tmp_path_factory) -> Path:
-    """RUN/checkpoints/best.pt of an untrained resnet20 (1 channel, 3 classes, 16 px)."""
-    path = tmp_path_factory.getbasetemp() / "eval-random-ckpt" / "checkpoints" / "best.pt"
-    return path if path.is_file() else write_checkpoint(path)
+def train_tiny_run(base: Path) -> Path:
+    """BASE/run: resnet20 trained for 40 iterations on a generated 3-class image folder (16x16 grey) in BASE."""
+    from resnetlab.engine.trainer import train
 
-
-@pytest.fixture(scope="session", name="tiny_run")
-def tiny_run_fixture(tmp_path_factory) -> Path:
-    """RUN_DIR of resnet20 trained for 40 iterations on a generated 3-class image folder (16x16 grey)."""
-    base = tmp_path_factory.getbasetemp() / "eval-tiny-run"
-    if (base / "run" / "summary.json").is_file():
-        return base / "run"
-    trainer = pytest.importorskip("resnetlab.engine.trainer")
     data = write_image_folder(base / "shapes", {"train": 40, "test": 12})
     cfg = load_config(None, [*TINY_RUN_OVERRIDES, f"data.name=imagefolder:{data}", f"train.out_dir={base / 'run'}"])
-    return trainer.train(cfg).run_dir
+    return train(cfg).run_dir

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from enginekit import cli_args
+
+from support.enginekit import cli_args
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from evalkit import random_checkpoint_fixture  # noqa: F401 (a session fixture; no conftest.py here, see evalkit)
 
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.export import export_checkpoint

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from evalkit import tiny_run_fixture  # noqa: F401 (a session fixture; no conftest.py here, see evalkit)
 from PIL import Image
 
 from resnetlab.data import list_imagefolder

@@ -12,8 +12,9 @@ from PIL import Image
 from resnetlab.data import ImageSet
 from resnetlab.engine.builders import make_loader
 from resnetlab.engine.config import load_config
+from resnetlab.engine.rundir import read_metrics
 from resnetlab.errors import UserError
-from resnetlab.eval.plots import _draw_runs, most_confident_wrong, plot_runs, read_metrics, unnormalize
+from resnetlab.reports.plots import _draw_runs, most_confident_wrong, plot_runs, unnormalize
 
 
 def _write_metrics(run_dir, rows) -> None:

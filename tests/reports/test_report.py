@@ -9,10 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from evalkit import tiny_run_fixture  # noqa: F401 (a session fixture; no conftest.py here, see evalkit)
 
 from resnetlab.engine.config import dump_config, load_config
-from resnetlab.eval.report import write_report
+from resnetlab.reports.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MIN_IMAGES, MIN_WIDTH_PX = 5, 100

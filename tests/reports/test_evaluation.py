@@ -8,15 +8,14 @@ import shutil
 
 import pytest
 import torch
-from evalkit import (
+from support.evalkit import (
     CLASSES,
-    tiny_run_fixture,  # noqa: F401 (a session fixture; no conftest.py here, see evalkit)
     write_checkpoint,
     write_image_folder,
 )
 
 from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
-from resnetlab.engine.evaluate import evaluate_run
+from resnetlab.reports.evaluation import evaluate_run
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-from sweepkit import fake_curve, fake_summary, write_fake_run
+from support.sweepkit import fake_curve, fake_summary, write_fake_run
 
-from resnetlab.experiments.aggregate import aggregate, collect_runs, group_points, mean_std, read_sweep_spec
-from resnetlab.experiments.figures import family_depth, mean_curves
+from resnetlab.reports.sweep_data import collect_runs, group_points, mean_std, read_sweep_spec
+from resnetlab.reports.sweep_figures import family_depth, mean_curves
+from resnetlab.reports.sweep_tables import aggregate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

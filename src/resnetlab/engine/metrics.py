@@ -132,8 +132,9 @@ class Metrics:
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """num / den with 0 where den == 0 (scikit-learn's zero_division=0)."""
-    return torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(num))
+    """num / den with 0 where den == 0 (scikit-learn's zero_division=0); `den` may be any non-negative number."""
+    positive = den > 0
+    return torch.where(positive, num / torch.where(positive, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
 def classification_report(confusion: torch.Tensor, classes: Sequence[str] | None = None) -> dict[str, Any]:

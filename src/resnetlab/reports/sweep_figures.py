@@ -14,8 +14,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from resnetlab.experiments.aggregate import PointStats
 from resnetlab.experiments.spec import SweepSpec, format_value, grid_labels, point_label
+from resnetlab.reports.sweep_data import PointStats
 
 logger = logging.getLogger(__name__)
 

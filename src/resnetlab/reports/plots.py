@@ -18,6 +18,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from resnetlab.engine.builders import build_data, make_loader
+from resnetlab.engine.config import load_config
+from resnetlab.engine.rundir import read_metrics
+from resnetlab.engine.schedule import LRSchedule
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,22 +48,6 @@ def short_data_name(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ curves
-
-
-def read_metrics(run_dir: Path | str) -> list[dict[str, Any]]:
-    """The evaluation records of RUN_DIR/metrics.jsonl (one JSON object per line; a torn last line is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; pass a run directory written by 'resnetlab train'")
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line being written while we read
-    if not records:
-        raise UserError(f"{path} holds no evaluation yet; train longer or wait for the first evaluation")
-    return records
 
 
 def _series(records: list[dict[str, Any]], key: str, error: bool) -> tuple[list[float], list[float]]:
@@ -289,14 +277,12 @@ def plot_wrong(
 
 
 def _load_run_config(run_dir: Path) -> Any:
-    from resnetlab.engine.config import load_config
 
     return load_config(str(run_dir / "config.yaml"), [])
 
 
 def plot_lr(run_dir: Path | str) -> Path:
     """RUN_DIR/plots/lr.png: the learning rate against iteration (the schedule, and the logged values)."""
-    from resnetlab.engine.schedule import LRSchedule
 
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
@@ -336,7 +322,6 @@ def plot_train_samples(run_dir: Path | str, count: int = 32) -> Path:
 
     It shows what the network really sees: the augmentation (crops, flips, cutout) and the resizing.
     """
-    from resnetlab.engine.builders import build_data, make_loader
 
     run_dir = Path(run_dir)
     cfg = _load_run_config(run_dir)

@@ -18,7 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from resnetlab.errors import UserError
+from resnetlab.reports import plots
+from resnetlab.reports.evaluation import evaluate_run
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +87,6 @@ def _attempt(what: str, make: Callable[[], Any], notes: list[str]) -> Any:
 
 def _ensure_pieces(run_dir: Path) -> list[str]:
     """Generate the evaluation, plots and image grids the report shows; returns notes for what failed."""
-    from resnetlab.eval import plots
-
     notes: list[str] = []
     plot_dir = run_dir / "plots"
     if (run_dir / "metrics.jsonl").is_file():
@@ -94,8 +96,6 @@ def _ensure_pieces(run_dir: Path) -> list[str]:
         notes.append("No training curves: metrics.jsonl is missing.")
     needed = [run_dir / f"eval_{SPLIT}.json", plot_dir / f"confusion_{SPLIT}.png", plot_dir / f"wrong_{SPLIT}.png"]
     if not all(p.is_file() for p in needed):
-        from resnetlab.engine.evaluate import evaluate_run
-
         _attempt("test-set evaluation", lambda: evaluate_run(run_dir, split=SPLIT), notes)
     result = _read_json(run_dir / f"eval_{SPLIT}.json")
     if result and "per_class" in result:
@@ -221,7 +221,6 @@ def _render(run_dir: Path, notes: list[str]) -> str:
 
 
 def _model_and_data(config_text: str) -> tuple[str, str]:
-    import yaml
 
     try:
         config = yaml.safe_load(config_text) or {}

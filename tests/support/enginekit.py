@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from official_formats import write_idx
 
 from resnetlab.engine.config import Config, load_config
+from support.official_formats import write_idx
 
 IMAGE_SIZE = 12
 CLASSES_USED = 4  # labels 0..3 of MNIST's ten: chance is 25%

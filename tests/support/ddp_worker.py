@@ -1,6 +1,6 @@
 """`resnetlab` under torchrun with a fault injected on one rank: a test hook that the package never imports.
 
-    python -m torch.distributed.run ... tests/distributed/ddp_worker.py FAULT STEP RANK train --out ... [flags]
+    python -m torch.distributed.run ... tests/support/ddp_worker.py FAULT STEP RANK train --out ... [flags]
 
 runs exactly `resnetlab.cli.main` (what `-m resnetlab` runs), except that on rank RANK, right after its
 optimizer step number STEP (counted from 1 in this process), FAULT strikes:

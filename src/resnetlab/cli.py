@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from resnetlab.engine.config import DEFAULT_RECIPE
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
 from resnetlab.version import __version__
 
@@ -31,6 +31,7 @@ TRAIN_FLAGS = {
     "weights": "model.weights",
     "out": "train.out_dir",
 }
+
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,13 +73,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         for name, description in list_recipes():
             print(f"{name:<22} {description}")
         return 0
-    overrides = [f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None]
-    if args.epochs is not None:
-        overrides.append("train.iters=0")  # --epochs replaces a recipe's iteration budget
-    if args.quiet:
-        overrides.append("train.quiet=true")
-    overrides += args.set
-    config = load_config(args.recipe, overrides)
+    overrides = _train_overrides(args)
+    resume = args.resume or args.resume_from is not None
+    if resume and args.out is not None and args.recipe is None and (Path(args.out) / "config.yaml").is_file():
+        from resnetlab.engine.run import resume_overrides
+
+        config = resume_overrides(Path(args.out), overrides)  # the run's own config; only what may change changes
+    else:
+        config = load_config(args.recipe, overrides)
     if args.print_config:
         print(format_config(config))
         return 0
@@ -87,28 +89,39 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from resnetlab.engine.trainer import train
 
-    result = train(config, resume=args.resume)
+    result = train(config, resume=resume, resume_from=args.resume_from)
     if result.is_main_process:
-        summary = result.summary
-        print(f"test accuracy: {100 * summary['test_acc']:.2f}% (best-validation model), "
-              f"{100 * summary['test_acc_final']:.2f}% (final model)")
+        if config.train.quiet:
+            print(f"test accuracy: {100 * result.summary['test_acc']:.2f}%")
         print(f"run directory: {result.run_dir}")
     return 0
+
+
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    """The dotted overrides the flags of `train` (and `lr-find`) stand for, then --set ones."""
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items()
+                 if getattr(args, flag, None) is not None]
+    if getattr(args, "epochs", None) is not None:
+        overrides.append("train.iters=0")  # --epochs replaces a recipe's iteration budget
+    if getattr(args, "quiet", False):
+        overrides.append("train.quiet=true")
+    return overrides + args.set
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from resnetlab.engine.metrics import format_metrics
     from resnetlab.reports.evaluation import evaluate_run
 
-    result = evaluate_run(args.path, split=args.split, tta=args.tta, data_dir=args.data_dir)
+    result = evaluate_run(args.path, split=args.split, tta=args.tta, data=args.data, data_dir=args.data_dir,
+                          device=args.device, batch_size=args.batch_size)
     print(format_metrics(result))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from resnetlab.engine.predict import predict_files
+    from resnetlab.engine.predict import predict
 
-    results = predict_files(args.checkpoint, args.inputs, top_k=args.top_k)
+    results = predict(args.checkpoint, args.inputs, top_k=args.top_k)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -159,11 +172,12 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from resnetlab.engine.config import load_config
     from resnetlab.experiments.lr_find import lr_find
 
-    overrides = [f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items()
-                 if getattr(args, flag, None) is not None]
-    config = load_config(args.recipe, overrides + args.set)
+    config = load_config(args.recipe, _train_overrides(args))
     result = lr_find(config, out=args.out_png, iters=args.iters_find, lr_min=args.lr_min, lr_max=args.lr_max)
-    print(f"suggested lr: {result.suggested_lr:.3g}")
+    print(f"suggested lr: {result.suggested_lr:.3g} ({result.rule}); the loss was lowest at lr "
+          f"{result.minimum_lr:.3g}")
+    print("with schedule.name=onecycle, use the suggestion as optim.lr (the peak of the cycle); stay below the "
+          "lr of the lowest loss")
     print(f"plot: {result.plot}")
     return 0
 
@@ -189,27 +203,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model option, e.g. shortcut=B or stem=cifar (repeatable)")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("train", help="train a model (also under torchrun for several GPUs)")
+    p = sub.add_parser("train", help="train a model (also under torchrun for several GPUs)",
+                       description="Train a model. A recipe gives every setting; flags and --set override it.")
     _add_train_flags(p)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--iters", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--weights", help="start from this state dict (ours or torchvision's)")
-    p.add_argument("--out", metavar="RUN_DIR")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=int, help="passes over the training split (train.epochs; replaces the "
+                        "recipe's iteration budget)")
+    budget.add_argument("--iters", type=int, help="optimizer steps (train.iters)")
+    p.add_argument("--batch-size", type=int, help="images per optimizer step, over all processes (data.batch_size)")
+    p.add_argument("--lr", type=float, help="peak learning rate (optim.lr)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="train.device (auto: cuda, mps, cpu)")
+    p.add_argument("--weights", help="start from these weights: a state dict or checkpoint file (ours or "
+                   "torchvision's), or a torchvision weight name such as IMAGENET1K_V1 (model.weights)")
+    p.add_argument("--out", metavar="RUN_DIR", help="the run directory (train.out_dir); must be new or empty")
     p.add_argument("--resume", action="store_true",
-                   help="continue RUN_DIR from checkpoints/last.pt with the run's own config.yaml")
-    p.add_argument("--quiet", action="store_true")
+                   help="continue RUN_DIR from checkpoints/last.pt with the run's own config.yaml (a run that "
+                   "stopped before its first checkpoint starts over)")
+    p.add_argument("--resume-from", metavar="CKPT", help="continue RUN_DIR from this checkpoint instead of "
+                   "last.pt (e.g. RUN_DIR/checkpoints/best.pt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines (the files are still written)")
     p.add_argument("--print-config", action="store_true", help="print every config key with its value and exit")
-    p.add_argument("--list-recipes", action="store_true")
+    p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class table and confusion matrix of a run or checkpoint")
-    p.add_argument("path", metavar="RUN_DIR|CKPT")
-    p.add_argument("--split", choices=["test", "val"], default="test")
-    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
-    p.add_argument("--data-dir")
+    p.add_argument("path", metavar="RUN_DIR|CKPT", help="a run directory (its best.pt) or a checkpoint file")
+    p.add_argument("--split", choices=["test", "val"], default="test",
+                   help="the official test split, or the run's own validation split (default: test)")
+    p.add_argument("--tta", action="store_true",
+                   help="average with the horizontally flipped image (files are named *_tta)")
+    p.add_argument("--data", help="another labelled data set with the same classes, e.g. imagefolder:PATH")
+    p.add_argument("--data-dir", help="the folder that holds the data set, if not where the run found it")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="(default: auto)")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: the run's eval.batch_size)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="top-k classes for image files")
@@ -243,21 +269,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lr-find", help="learning-rate range test: plot loss against lr, suggest an lr")
     _add_train_flags(p)
-    p.add_argument("--iters", dest="iters_find", type=int, default=200)
-    p.add_argument("--lr-min", type=float, default=1e-5)
-    p.add_argument("--lr-max", type=float, default=10.0)
-    p.add_argument("--out", dest="out_png", default="lr_find.png", metavar="FILE.png")
+    p.add_argument("--batch-size", type=int, help="images per step (data.batch_size)")
+    p.add_argument("--iters", dest="iters_find", type=int, default=200, help="steps of the test (default: 200)")
+    p.add_argument("--lr-min", type=float, default=1e-5, help="the first lr (default: 1e-5)")
+    p.add_argument("--lr-max", type=float, default=10.0, help="the last lr (default: 10)")
+    p.add_argument("--out", dest="out_png", default="lr_find.png", metavar="FILE.png",
+                   help="the plot of loss against lr (default: lr_find.png)")
     p.set_defaults(func=cmd_lr_find)
     return parser
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help="recipe name (see --list-recipes) or a YAML file")
-    p.add_argument("--model")
-    p.add_argument("--data", help="cifar10, cifar100, fashion-mnist, mnist or imagefolder:PATH")
-    p.add_argument("--data-dir")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key (repeatable)")
+    p.add_argument("--recipe", help=f"recipe name (see train --list-recipes) or a YAML file (default: "
+                   f"{DEFAULT_RECIPE})")
+    p.add_argument("--model", help="a name from 'resnetlab models' (model.name)")
+    p.add_argument("--data", help="cifar10, cifar100, fashion-mnist, mnist or imagefolder:PATH (data.name)")
+    p.add_argument("--data-dir", help="the folder that holds the data set (data.root; default $RESNETLAB_DATA or "
+                   "~/.cache/resnetlab/data)")
+    p.add_argument("--seed", type=int, help="seed of the initialisation, split, order and augmentation (train.seed)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key, e.g. optim.weight_decay=1e-4 (repeatable; see --print-config)")
 
 
 def _parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, object]:
@@ -274,11 +305,6 @@ def _parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
-    # Before torch (and its OpenMP runtime) loads: idle OpenMP threads sleep instead of spinning. On a CPU
-    # shared with other jobs (sweeps with --jobs, other users), spinning threads steal the cores their peers
-    # need: ResNet-20 training measured 26 images/s with 2 spinning threads against 157 with this setting on a
-    # busy 2-core machine (bench notes, issue 8). An OMP_WAIT_POLICY set by the user wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(format="resnetlab: %(message)s", level=logging.INFO, stream=sys.stderr)
     try:
         args = build_parser().parse_args(argv)

@@ -24,7 +24,7 @@ from resnetlab.engine.distributed import (
     in_turn,
     is_collective_failure,
 )
-from resnetlab.engine.evaluate import evaluate
+from resnetlab.engine.evaluate import evaluate_model
 from resnetlab.errors import TrainingFailed, UserError
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
@@ -83,9 +83,10 @@ def test_metrics_over_uneven_and_empty_shards_add_up_to_one_process(tiny_root):
     test = data.test.subset(range(157))  # 3 x 52 + 1: the last global batch leaves ranks 1-3 empty
     net = builders.build_model(cfg, in_chans=1, num_classes=len(data.classes)).eval()
     (whole,) = rank_loaders(test, cfg, train=False, world_size=1)
-    one = evaluate(net, whole, num_classes=4)
+    one = evaluate_model(net, whole, num_classes=4)
     # Without a process group each rank's Metrics holds its own share; the all-reduce would add these sums.
-    parts = [evaluate(net, loader, num_classes=4) for loader in rank_loaders(test, cfg, train=False, world_size=4)]
+    loaders = rank_loaders(test, cfg, train=False, world_size=4)
+    parts = [evaluate_model(net, loader, num_classes=4) for loader in loaders]
     assert [p["n"] for p in parts] == [40, 39, 39, 39] and sum(p["n"] for p in parts) == one["n"] == 157
     assert sum(p["acc"] * p["n"] for p in parts) / 157 == pytest.approx(one["acc"], abs=1e-12)
     assert sum(p["loss"] * p["n"] for p in parts) / 157 == pytest.approx(one["loss"], rel=1e-6)

@@ -21,10 +21,23 @@ def test_print_config_lists_every_key_with_flags_applied(run_cli):
                              "--set", "train.top_k=3", "--print-config")
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert len(lines) == _leaf_count(load_config(None, [])) and all(" = " in line for line in lines)
-    for expected in ("optim.lr = 0.3", "train.epochs = 5", "train.iters = 0", "train.top_k = 3",
-                     "model.shortcut = A", "recipe = he2016-cifar10"):
+    # every key but the one of train.epochs / train.iters not in force
+    assert len(lines) == _leaf_count(load_config(None, [])) - 1 and all(" = " in line for line in lines)
+    for expected in ("optim.lr = 0.3", "train.epochs = 5", "train.top_k = 3", "model.shortcut = A",
+                     "recipe = he2016-cifar10"):
         assert expected in lines
+    assert not any(line.startswith("train.iters") for line in lines)
+
+
+def test_print_config_shows_only_the_budget_in_force(run_cli):
+    code, out, _ = run_cli("train", "--recipe", "he2016-cifar10", "--print-config")
+    assert code == 0 and "train.iters = 64000" in out.splitlines() and "train.epochs" not in out
+
+
+def test_epochs_and_iters_together_are_refused_in_one_line(run_cli):
+    for order in (("--epochs", "2", "--iters", "30"), ("--iters", "30", "--epochs", "2")):
+        code, out, err = run_cli("train", *order, "--out", "never", "--print-config")
+        assert code == 2 and out == "" and "not allowed with argument" in err and len(err.strip().splitlines()) == 1
 
 
 def test_list_recipes(run_cli):
@@ -42,10 +55,10 @@ def test_cli_train_writes_a_run_and_prints_where(tiny_root, tmp_path, run_cli):
 
 
 def test_an_existing_run_directory_is_never_overwritten(base_run, tiny_root, run_cli):
-    before = {p: p.stat().st_mtime_ns for p in base_run.rglob("*")}
+    before = {p: p.stat().st_mtime_ns for p in base_run.rglob("*") if p.name != ".lock"}  # the lock's own PID note
     code, _, err = run_cli(*cli_args(tiny_root, base_run, train__iters=2))
     assert code == 2 and "already exists" in err and "--resume" in err
-    assert {p: p.stat().st_mtime_ns for p in base_run.rglob("*")} == before
+    assert {p: p.stat().st_mtime_ns for p in base_run.rglob("*") if p.name != ".lock"} == before
 
 
 @pytest.mark.parametrize("extra, words", [

@@ -140,7 +140,7 @@ def test_recipe_with_a_bad_key_names_it(tmp_path):
 def test_format_config_lists_every_key_with_its_value():
     cfg = load_config("seed000-cifar10", ["optim.lr=0.025"])
     lines = format_config(cfg).splitlines()
-    assert [line.split(" = ")[0] for line in lines] == _leaf_keys(cfg)
+    assert [line.split(" = ")[0] for line in lines] == [k for k in _leaf_keys(cfg) if k != "train.iters"]  # 0: off
     assert "optim.lr = 0.025" in lines and "schedule.milestones = [0.5, 0.75]" in lines
     assert "model.weights = null" in lines
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnetlab.engine.evaluate import evaluate, predict_batches
+from resnetlab.engine.evaluate import evaluate_model, predict_batches
 from resnetlab.engine.metrics import Metrics, format_metrics
 
 # 8 images, 3 classes. Rows of the confusion matrix are the true class:
@@ -121,12 +121,12 @@ def test_evaluate_with_tta_averages_softmax_with_flip() -> None:
     with torch.no_grad():
         probs = (model(x).softmax(1) + model(x.flip(3)).softmax(1)) / 2
         plain = model(x)
-    tta = evaluate(model, batches, num_classes=5, tta=True)
+    tta = evaluate_model(model, batches, num_classes=5, tta=True)
     assert model.training  # mode restored
     assert tta["n"] == 18
     assert tta["acc"] == pytest.approx((probs.argmax(1) == y).float().mean().item())
     assert tta["loss"] == pytest.approx(F.nll_loss(probs.log(), y).item(), rel=1e-5)
-    no_tta = evaluate(model, batches, num_classes=5)
+    no_tta = evaluate_model(model, batches, num_classes=5)
     assert no_tta["loss"] == pytest.approx(F.cross_entropy(plain, y).item(), rel=1e-5)
     assert no_tta["acc"] == pytest.approx((plain.argmax(1) == y).float().mean().item())
     assert tta["loss"] != pytest.approx(no_tta["loss"], rel=1e-3)  # the flip really changed the prediction
@@ -183,8 +183,8 @@ def test_evaluate_under_bf16_autocast_returns_float_scores_close_to_fp32() -> No
     model = _Asymmetric()
     gen = torch.Generator().manual_seed(2)
     batches = [(torch.randn(8, 2, 4, 4, generator=gen), torch.randint(0, 5, (8,), generator=gen))]
-    exact = evaluate(model, batches, num_classes=5)
-    mixed = evaluate(model, batches, num_classes=5, amp_dtype=torch.bfloat16)
+    exact = evaluate_model(model, batches, num_classes=5)
+    mixed = evaluate_model(model, batches, num_classes=5, amp_dtype=torch.bfloat16)
     assert mixed["loss"] == pytest.approx(exact["loss"], rel=0.05)  # bf16 keeps ~3 significant digits
     assert mixed["n"] == 8
     scores, _ = predict_batches(model, batches, amp_dtype=torch.bfloat16)

@@ -231,12 +231,12 @@ def test_distributed_batch_and_lr_rules():
 
 def test_tta_is_used_for_the_test_evaluations(tiny_root, tmp_path, monkeypatch):
     calls = []
-    real = trainer.evaluate
+    real = trainer.evaluate_model
 
     def spy(model, loader, **kwargs):
         calls.append(kwargs.get("tta", False))
         return real(model, loader, **kwargs)
 
-    monkeypatch.setattr(trainer, "evaluate", spy)
+    monkeypatch.setattr(trainer, "evaluate_model", spy)
     train(tiny_config(tiny_root, tmp_path / "tta", train__iters=2, eval__tta=True))
     assert calls[0] is False and calls[-1] is True  # validation without, the test split with flip TTA

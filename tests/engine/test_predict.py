@@ -12,15 +12,15 @@ from PIL import Image
 from resnetlab.data import list_imagefolder
 from resnetlab.engine.builders import make_loader
 from resnetlab.engine.checkpoint import load_checkpoint
-from resnetlab.engine.evaluate import load_split, predict_batches
-from resnetlab.engine.predict import predict_files
+from resnetlab.engine.evaluate import labelled_split, predict_batches
+from resnetlab.engine.predict import predict
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
 
 
 def _test_folder(run) -> tuple:
     model, info = load_checkpoint(run)
-    imageset, _, cfg = load_split(info, "test")
+    imageset, cfg = labelled_split(info, "test")
     folder = info["config"]["data"]["name"].split(":", 1)[1]
     return model, info, imageset, cfg, folder
 
@@ -31,7 +31,7 @@ def test_predictions_on_pngs_equal_evaluate_logits(tiny_run) -> None:
     logits, targets = predict_batches(model, loader)
     expected = logits.softmax(dim=1)  # (36, 3), in the order of the folder listing
     files = list_imagefolder(folder, "test").files
-    results = predict_files(tiny_run, [f"{folder}/test"], top_k=3)
+    results = predict(tiny_run, [f"{folder}/test"], top_k=3)
     assert [r["path"] for r in results] == [str(f) for f in files]  # folders expand sorted, like the listing
     got = torch.zeros_like(expected)
     for i, result in enumerate(results):
@@ -52,7 +52,7 @@ def test_rgb_and_resized_files_are_converted(tiny_run, tmp_path) -> None:
     Image.fromarray(src, mode="L").save(grey)
     Image.fromarray(np.stack([src] * 3, axis=-1), mode="RGB").save(tmp_path / "rgb.png")  # luma of (v,v,v) is v
     Image.fromarray(np.kron(src, np.ones((3, 3), dtype=np.uint8)), mode="L").save(tmp_path / "big.png")  # 48 px
-    by_name = {r["path"].rsplit("/", 1)[1]: r for r in predict_files(tiny_run, [tmp_path], top_k=2)}
+    by_name = {r["path"].rsplit("/", 1)[1]: r for r in predict(tiny_run, [tmp_path], top_k=2)}
     assert by_name["rgb.png"]["predictions"] == by_name["grey.png"]["predictions"]
     assert len(by_name["big.png"]["predictions"]) == 2  # resized to the run's 16 px and predicted
 

@@ -1,5 +1,5 @@
-"""The learning-rate range test: the lr schedule, the suggestion rule, divergence, and that the model,
-optimizer, loader and RNG are exactly as before."""
+"""The learning-rate range test on the engine's training path: the lr schedule, the suggestion rule, divergence,
+the settings `train` honours (gradient clipping, frozen BatchNorm), and no test split."""
 
 from __future__ import annotations
 
@@ -8,96 +8,73 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from support.enginekit import tiny_config
 
+from resnetlab.engine import builders
+from resnetlab.engine.run import Hook
 from resnetlab.errors import UserError
-from resnetlab.experiments.lr_find import check_range, lr_find_model, plot_lr_find, suggest_lr
+from resnetlab.experiments.lr_find import LRCurve, check_range, diverged, lr_find, plot_lr_find, suggest_lr
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-class ListLoader:
-    """A loader over fixed batches with a position that `state_dict` saves (like our Loader)."""
+class Spy(Hook):
+    """Records, after every step, the gradient norm and the BatchNorm running means of the run's net."""
 
-    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.batches = batches
-        self.position = 0
+    name = "spy"
 
-    def __iter__(self):
-        while self.position < len(self.batches):
-            self.position += 1
-            yield self.batches[self.position - 1]
-        self.position = 0
+    def __init__(self) -> None:
+        self.grad_norms: list[float] = []
+        self.bn_means: list[torch.Tensor] = []
 
-    def state_dict(self) -> dict:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.position = state["position"]
+    def after_step(self, run, loss) -> None:
+        grads = [p.grad for p in run.net.parameters() if p.grad is not None]
+        self.grad_norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        self.bn_means.append(run.net.bn1.running_mean.clone())
 
 
-def make_problem(seed: int = 0):
-    """A small conv net with BatchNorm on a learnable 3-class problem (class = which third of the image is lit)."""
-    gen = torch.Generator().manual_seed(seed)
-    batches = []
-    for _ in range(8):
-        y = torch.randint(0, 3, (16,), generator=gen)
-        x = torch.randn(16, 1, 6, 6, generator=gen) * 0.3
-        for i, label in enumerate(y.tolist()):
-            x[i, 0, 2 * label: 2 * label + 2] += 1.0
-        batches.append((x, y))
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(288, 3))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
-    return model, optimizer, ListLoader(batches)
+def _config(root: Path, **extra: object):
+    return tiny_config(root, None, **{"train__log_every": 1000, **extra})
 
 
-def test_model_optimizer_loader_and_rng_are_exactly_restored():
-    model, optimizer, loader = make_problem()
-    x, y = loader.batches[0]
-    nn.functional.cross_entropy(model(x), y).backward()
-    optimizer.step()  # momentum buffers exist now
-    nn.functional.cross_entropy(model(x), y).backward()  # and gradients are pending
-    model.eval()
-    next(iter(loader))  # the loader is mid-epoch
-    weights = {k: v.clone() for k, v in model.state_dict().items()}
-    grads = [p.grad.clone() for p in model.parameters()]
-    momentum = [optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()]
-    rng = torch.get_rng_state()
-    params = list(model.parameters())
-
-    curve = lr_find_model(model, optimizer, loader, iters=30, lr_min=1e-4, lr_max=1.0)
-
-    assert len(curve.lrs) == 30  # it really trained: 30 steps
-    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
-    assert not model.training
-    assert list(model.parameters()) == params and all(p is q for p, q in zip(model.parameters(), params, strict=True))
-    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
-    assert all(torch.equal(optimizer.state[p]["momentum_buffer"], m)
-               for p, m in zip(model.parameters(), momentum, strict=True))
-    assert [g["lr"] for g in optimizer.param_groups] == [0.05]
-    assert loader.position == 1 and torch.equal(torch.get_rng_state(), rng)
-
-
-def test_lr_grows_exponentially_and_the_suggestion_is_on_the_way_down():
-    model, optimizer, loader = make_problem()
-    curve = lr_find_model(model, optimizer, loader, iters=60, lr_min=1e-4, lr_max=10.0)
-    ratios = [b / a for a, b in zip(curve.lrs, curve.lrs[1:], strict=False)]
-    assert curve.lrs[0] == pytest.approx(1e-4)
+def test_lr_grows_exponentially_and_the_suggestion_is_on_the_way_down(tiny_root, tmp_path):
+    result = lr_find(_config(tiny_root), tmp_path / "lr.png", iters=60, lr_min=1e-4, lr_max=10.0)
+    ratios = [b / a for a, b in zip(result.lrs, result.lrs[1:], strict=False)]
+    assert result.lrs[0] == pytest.approx(1e-4)
     assert ratios == pytest.approx([(1e5) ** (1 / 59)] * len(ratios))
-    assert curve.losses[0] == pytest.approx(curve.raw_losses[0])  # bias-corrected EMA starts at the first loss
-    lr, rule = suggest_lr(curve.lrs, curve.losses)
-    assert 1e-4 <= lr <= 10.0 and rule == "steepest descent"
-    index = curve.lrs.index(lr)
-    assert curve.losses[index + 1] < curve.losses[index - 1]  # the loss falls there
-    assert min(curve.losses) < curve.losses[0]  # the test saw learning
+    assert 1e-4 <= result.suggested_lr <= result.minimum_lr and result.rule == "steepest descent"
+    index = result.lrs.index(result.suggested_lr)
+    assert result.losses[index + 1] < result.losses[index - 1]  # the loss falls there
+    assert min(result.losses) < result.losses[0]  # the test saw learning
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lr.png"]  # nothing else is written
+    assert (tmp_path / "lr.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_divergence_stops_the_test_early():
-    model, optimizer, loader = make_problem()
-    curve = lr_find_model(model, optimizer, loader, iters=200, lr_min=1e-3, lr_max=1e6)
-    assert 10 < len(curve.lrs) < 200
-    assert curve.losses[-1] > 4 * min(curve.losses) or not math.isfinite(curve.raw_losses[-1])
+def test_divergence_stops_the_test_early(tiny_root, tmp_path):
+    result = lr_find(_config(tiny_root), tmp_path / "lr.png", iters=200, lr_min=1e-3, lr_max=1e6)
+    assert 10 < len(result.lrs) < 200
+    assert diverged(result.losses[-1], min(result.losses), [], result.lrs[-1], result.minimum_lr) or \
+        min(result.losses) * 2 < result.losses[-1]
+
+
+def test_the_test_split_is_never_loaded(tiny_root, tmp_path, monkeypatch):
+    splits = []
+    real = builders.load_split
+    monkeypatch.setattr(builders, "load_split", lambda cfg, split: splits.append(split) or real(cfg, split))
+    lr_find(_config(tiny_root), tmp_path / "lr.png", iters=10, lr_min=1e-3, lr_max=1.0)
+    assert splits == ["train"]
+
+
+def test_it_trains_on_the_engine_path_with_gradient_clipping_and_frozen_batchnorm(tiny_root, tmp_path):
+    clipped, frozen, free = Spy(), Spy(), Spy()
+    lr_find(_config(tiny_root, train__grad_clip=0.01), tmp_path / "a.png", iters=10, lr_min=1e-3, lr_max=1.0,
+            hooks=[clipped])
+    assert max(clipped.grad_norms) <= 0.01 * (1 + 1e-5)  # clip_grad_norm_ ran before every step
+    lr_find(_config(tiny_root, train__freeze_bn=True), tmp_path / "b.png", iters=10, lr_min=1e-3, lr_max=1.0,
+            hooks=[frozen])
+    assert all(torch.equal(m, torch.zeros_like(m)) for m in frozen.bn_means)  # BatchNorm kept its statistics
+    lr_find(_config(tiny_root), tmp_path / "c.png", iters=10, lr_min=1e-3, lr_max=1.0, hooks=[free])
+    assert max(free.grad_norms) > 0.01 and not torch.equal(free.bn_means[-1], torch.zeros_like(free.bn_means[-1]))
 
 
 def test_suggestion_rule_on_known_curves():
@@ -119,8 +96,8 @@ def test_bad_ranges_are_user_errors(iters, lo, hi):
 
 
 def test_plot_is_a_png(tmp_path: Path):
-    model, optimizer, loader = make_problem()
-    curve = lr_find_model(model, optimizer, loader, iters=20, lr_min=1e-3, lr_max=1.0)
+    lrs = [10 ** (-3 + 3 * i / 19) for i in range(20)]
+    curve = LRCurve(lrs=lrs, losses=[2 - i / 20 for i in range(20)], raw_losses=[2 - i / 20 for i in range(20)])
     lr, rule = suggest_lr(curve.lrs, curve.losses)
     out = plot_lr_find(curve, lr, rule, tmp_path / "sub" / "lr.png", title="tiny")
     assert out.read_bytes()[:8] == PNG_MAGIC

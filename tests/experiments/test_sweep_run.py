@@ -151,33 +151,6 @@ def test_subprocess_jobs_and_a_failing_run(tiny_mnist: Path, tmp_path: Path, run
     assert (tmp_path / "out" / "error_vs_batch_size.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_lr_find_on_a_finished_tiny_run_leaves_its_weights_unchanged(finished_sweep: Path):
-    from resnetlab.engine import builders
-    from resnetlab.engine.checkpoint import read_checkpoint
-    from resnetlab.engine.config import config_from_dict
-    from resnetlab.experiments.lr_find import lr_find_model, suggest_lr
-
-    ckpt = read_checkpoint(finished_sweep / "out" / "runs" / "resnet20_seed0" / "checkpoints" / "last.pt")
-    cfg = config_from_dict(ckpt["config"])
-    data = builders.build_data(cfg)
-    loader = builders.make_loader(data.train, cfg, train=True, device=torch.device("cpu"),
-                                  normalization=data.normalization)
-    model = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes))
-    model.load_state_dict(ckpt["model"])
-    optimizer = builders.build_optimizer(model, cfg, cfg.optim.lr, torch.device("cpu"))
-    optimizer.load_state_dict(ckpt["optimizer"])
-    before_opt = {k: v.clone() for k, v in optimizer.state[next(model.parameters())].items()}
-
-    curve = lr_find_model(model, optimizer, loader, iters=12, lr_min=1e-4, lr_max=1.0)
-
-    assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
-    after_opt = optimizer.state[next(model.parameters())]
-    assert all(torch.equal(after_opt[k], v) for k, v in before_opt.items())
-    assert optimizer.param_groups[0]["lr"] == ckpt["optimizer"]["param_groups"][0]["lr"]
-    lr, _ = suggest_lr(curve.lrs, curve.losses)
-    assert 1e-4 <= lr <= 1.0
-
-
 def test_lr_find_command(tiny_mnist: Path, tmp_path: Path, run_cli):
     png = tmp_path / "lr.png"
     code, out, err = run_cli("lr-find", "--recipe", "fmnist-fast", "--data", "mnist", "--data-dir", tiny_mnist,
@@ -186,8 +159,8 @@ def test_lr_find_command(tiny_mnist: Path, tmp_path: Path, run_cli):
                              "--out", png)
     assert code == 0, err
     lines = out.splitlines()
-    suggested = float(lines[0].removeprefix("suggested lr: "))
-    assert 1e-4 <= suggested <= 3 and lines[1] == f"plot: {png}"
+    suggested = float(lines[0].removeprefix("suggested lr: ").split()[0])
+    assert 1e-4 <= suggested <= 3 and "onecycle" in lines[1] and lines[2] == f"plot: {png}"
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert torch.get_num_threads() == 1  # train.threads=2 applied during the test only
     code, _, err = run_cli("lr-find", "--recipe", "fmnist-fast", "--iters", "3")

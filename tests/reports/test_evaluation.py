@@ -56,7 +56,9 @@ def test_val_split_is_the_runs_validation_split(tiny_run) -> None:
 def test_tta_is_recorded_and_changes_the_prediction(tiny_run) -> None:
     plain = evaluate_run(tiny_run, split="val")
     tta = evaluate_run(tiny_run, split="val", tta=True)
-    assert tta["tta"] is True and json.loads((tiny_run / "eval_val.json").read_text())["tta"] is True
+    assert tta["tta"] is True and json.loads((tiny_run / "eval_val_tta.json").read_text())["tta"] is True
+    assert json.loads((tiny_run / "eval_val.json").read_text())["tta"] is False  # not overwritten
+    assert (tiny_run / "plots" / "confusion_val_tta.png").is_file() and (tiny_run / "plots" / "confusion_val.png")
     assert tta["loss"] != pytest.approx(plain["loss"], rel=1e-4)  # the flipped view is a different input
 
 

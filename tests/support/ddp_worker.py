@@ -14,7 +14,7 @@ Models and batches are float64 (torch's default dtype), as in the one-process re
 says why).
 
 With DDPKIT_FAULT_FILE set, the striking rank writes time.time() there first (when the fault happened).
-With DDPKIT_EVAL_LOG set, every rank appends one JSON line {"rank", "n"} per `evaluate()` call of the trainer
+With DDPKIT_EVAL_LOG set, every rank appends one JSON line {"rank", "n"} per `evaluate_model()` call of the trainer
 (how many images the reduced metrics counted).
 """
 
@@ -49,7 +49,7 @@ def _strike(fault: str) -> None:
 
 
 def _spy_on_evaluations(log_path: str) -> None:
-    evaluate, rank = trainer.evaluate, os.environ.get("RANK", "0")
+    evaluate, rank = trainer.evaluate_model, os.environ.get("RANK", "0")
 
     def counted(*args, **kwargs):
         result = evaluate(*args, **kwargs)
@@ -57,7 +57,7 @@ def _spy_on_evaluations(log_path: str) -> None:
             f.write(json.dumps({"rank": int(rank), "n": result["n"]}) + "\n")
         return result
 
-    trainer.evaluate = counted
+    trainer.evaluate_model = counted
 
 
 def run(argv: list[str]) -> int:

@@ -16,18 +16,16 @@ _EXPORTS = {
     "list_recipes": "resnetlab.engine.config",
     "load_checkpoint": "resnetlab.engine.checkpoint",
     "read_checkpoint": "resnetlab.engine.checkpoint",
-    "evaluate": "resnetlab.engine.evaluate",
 }
 
 __all__ = [
-    "Config", "RunResult", "evaluate", "format_config", "list_recipes", "load_checkpoint", "load_config",
+    "Config", "RunResult", "format_config", "list_recipes", "load_checkpoint", "load_config",
     "read_checkpoint", "train",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
     from resnetlab.engine.config import Config, format_config, list_recipes, load_config
-    from resnetlab.engine.evaluate import evaluate
     from resnetlab.engine.trainer import RunResult, train
 
 

@@ -5,6 +5,7 @@ This is the one place that decides the device, the CPU thread count and the mixe
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -16,10 +17,17 @@ from torch import nn
 
 from resnetlab.data import AugmentConfig, ImageSet, Loader, channel_stats, load_dataset, pixel_mean, split_train_val
 from resnetlab.engine.config import Config
+from resnetlab.engine.distributed import DistEnv, convert_sync_batchnorm, in_turn
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
+from resnetlab.models.registry import get_builder
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_VAL_SIZE = 5000  # the paper's 45k/5k CIFAR-10 split (He et al. 2016, sec. 4.2)
+DEFAULT_VAL_FRACTION = 0.1  # image folders without a val/ folder
+SMALL_DROP = 0.1  # data.drop_last=auto drops an incomplete last batch only when it is under this part of an epoch
 
 
 @dataclass
@@ -33,7 +41,7 @@ class Datasets:
 
     train: ImageSet
     val: ImageSet | None
-    test: ImageSet
+    test: ImageSet | None  # None when not loaded (lr-find)
     classes: list[str]
     normalization: dict[str, Any]
 
@@ -76,6 +84,11 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def amp_name(dtype: torch.dtype | None) -> str:
+    """How a resolved autocast dtype is written in summaries and provenance: bf16, fp16 or off."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "off") if dtype is not None else "off"
 
 
 def use_compile(mode: bool | str, device: torch.device) -> bool:
@@ -122,22 +135,64 @@ def configure_threads(threads: int, local_world_size: int = 1) -> int:
 # --------------------------------------------------------------------------------------------- data
 
 
-def build_data(cfg: Config) -> Datasets:
-    """Load the official train and test splits, carve the validation split, measure the normalization."""
+def run_dir_of(cfg: Config) -> Path:
+    """The run directory `train.out_dir` (--out), checked to be usable as a folder."""
+    if not cfg.train.out_dir:
+        raise UserError("train.out_dir (--out RUN_DIR) is required: where checkpoints, metrics and summary go")
+    run_dir = Path(cfg.train.out_dir).expanduser()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file; give a folder for the run")
+    return run_dir
+
+
+def load_split(cfg: Config, split: str) -> ImageSet:
+    """One official split of the config's data set, loaded as the run loads it (size, channels, classes)."""
     d = cfg.data
-    common = {"root": d.root, "download": d.download, "image_size": d.image_size, "channels": d.channels,
-              "coarse": d.coarse}
-    full_train = load_dataset(d.name, split="train", **common)
-    test = load_dataset(d.name, split="test", **common)
-    if d.val_size >= len(full_train):
-        raise UserError(f"data.val_size={d.val_size} leaves no training images ({d.name} train has "
-                        f"{len(full_train)}); lower it (0 = no validation split)")
-    train, val = split_train_val(full_train, d.val_size, cfg.train.seed)
+    if d.root is not None and Path(d.root).expanduser().exists() and not Path(d.root).expanduser().is_dir():
+        raise UserError(f"--data-dir {d.root} is a file; give the folder that holds the data set")
+    return load_dataset(d.name, root=d.root, split=split, download=d.download, image_size=d.image_size,
+                        channels=d.channels, coarse=d.coarse)
+
+
+def build_data(cfg: Config, env: DistEnv | None = None, *, with_test: bool = True) -> Datasets:
+    """Load the official train (and test) splits, carve the validation split, measure the normalization.
+
+    The validation split is an image folder's own val/ folder when it has one, else `data.val_size` images
+    (a count, or a fraction in (0, 1); default 5,000, or 10% for image folders) carved from the train split.
+    Under torchrun the processes load in turn, so that a download happens once.
+    """
+    d = cfg.data
+    with in_turn(env or DistEnv(), enabled=d.download):  # never two downloads into one folder at once
+        full_train = load_split(cfg, "train")
+        test = load_split(cfg, "test") if with_test else None
+        own_val = load_split(cfg, "val") if has_val_folder(d.name) and d.val_size is None else None
+    if own_val is not None:
+        train, val = full_train, own_val
+    else:
+        size = val_count(d.val_size, len(full_train), d.name)
+        train, val = split_train_val(full_train, size, cfg.train.seed)
     if d.batch_size > len(train):
         raise UserError(f"data.batch_size={d.batch_size} is larger than the {len(train)} training images; "
                         "lower --batch-size")
     return Datasets(train=train, val=val, test=test, classes=list(full_train.classes),
                     normalization=_normalization(train, d.normalize))
+
+
+def has_val_folder(name: str) -> bool:
+    """Whether `name` is an image folder with its own val/ split."""
+    kind, _, path = name.partition(":")
+    return kind.strip().lower() == "imagefolder" and (Path(path).expanduser() / "val").is_dir()
+
+
+def val_count(val_size: int | float | None, n_train: int, name: str) -> int:
+    """Validation images for `data.val_size`: a count, a fraction of the train split, or None for the default."""
+    if val_size is None:
+        val_size = DEFAULT_VAL_FRACTION if name.lower().startswith("imagefolder:") else DEFAULT_VAL_SIZE
+    count = round(val_size * n_train) if 0 < val_size < 1 else int(val_size)
+    if count >= n_train:
+        raise UserError(f"data.val_size={val_size} leaves no training images ({name} train has {n_train}); lower "
+                        "it, or give a fraction such as 0.1 (0 = no validation split)")
+    return count
 
 
 def _normalization(train: ImageSet, mode: str) -> dict[str, Any]:
@@ -207,9 +262,34 @@ def make_loader(imageset: ImageSet, cfg: Config, *, train: bool, device: torch.d
     """
     # The Loader takes the global batch; each rank takes its slice, so samples do not depend on world_size.
     batch = global_batch(cfg, world_size) if train else eval_batch(cfg, world_size)
-    return Loader(imageset, batch, shuffle=train, drop_last=train, augment=augment_config(cfg, train=train),
+    drop_last = train and drops_last_batch(cfg.data.drop_last, len(imageset), batch, world_size)
+    return Loader(imageset, batch, shuffle=train, drop_last=drop_last, augment=augment_config(cfg, train=train),
                   mean=normalization["mean"], std=normalization["std"], device=device, seed=cfg.train.seed,
                   rank=rank, world_size=world_size, channels_last=cfg.train.channels_last)
+
+
+def drops_last_batch(mode: bool | str, n: int, batch: int, world_size: int = 1) -> bool:
+    """Whether training drops the incomplete last batch of each epoch (`data.drop_last`).
+
+    auto drops it only when it is a small part of the epoch (under 10% of the images; a batch of one or two
+    images is noisy and breaks BatchNorm's batch statistics) and keeps it otherwise, saying so; true drops it,
+    with a warning when that loses more than 10% of every epoch.
+    """
+    rest = n % batch
+    if rest == 0:
+        return True
+    share = rest / n
+    if mode is True:
+        if share >= SMALL_DROP:
+            log.warning("data.drop_last=true drops %d of the %d training images every epoch (%.0f%%); set "
+                        "data.drop_last=auto or a batch size that divides %d", rest, n, 100 * share, n)
+        return True
+    if mode is False or (share >= SMALL_DROP and rest >= 2 * world_size):
+        if mode == "auto":
+            log.info("keeping the incomplete last batch of %d images (%.0f%% of an epoch of %d; data.drop_last=auto)",
+                     rest, 100 * share, n)
+        return False
+    return True
 
 
 # -------------------------------------------------------------------------------------------- model
@@ -228,10 +308,35 @@ def model_options(cfg: Config) -> dict[str, Any]:
     return options
 
 
+def drop_foreign_options(cfg: Config) -> Config:
+    """`cfg` without the model options that model.name does not take, each dropped with a one-line note.
+
+    A recipe's options belong to its own model: `--recipe seed000-cifar10 --model plain20` must not fail on the
+    recipe's `shortcut: B`, which a plain net does not have.
+    """
+    accepted = set(inspect.signature(get_builder(cfg.model.name)).parameters) - {"num_classes", "in_chans"}
+    m = cfg.model
+    dropped = [f"{key}={value}" for key, value in m.options.items() if key not in accepted]
+    m.options = {key: value for key, value in m.options.items() if key in accepted}
+    for key, default in (("shortcut", None), ("stem", None), ("zero_init_residual", False)):
+        if key not in accepted and getattr(m, key) != default:
+            dropped.append(f"{key}={getattr(m, key)}")
+            setattr(m, key, default)
+    if dropped:
+        log.info("%s takes no %s; dropped (the recipe set it for another model)", m.name, ", ".join(dropped))
+    return cfg
+
+
 def build_model(cfg: Config, *, in_chans: int, num_classes: int) -> nn.Module:
     """The zoo model named by model.name for this data, starting from model.weights when set."""
     return create_model(cfg.model.name, num_classes=num_classes, in_chans=in_chans, weights=cfg.model.weights,
                         **model_options(cfg))
+
+
+def place_model(net: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> nn.Module:
+    """The model on its device, channels_last if asked, with SyncBatchNorm under torchrun if asked."""
+    net.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
+    return convert_sync_batchnorm(net, env, device, cfg.dist.sync_bn)
 
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float, device: torch.device) -> torch.optim.Optimizer:

@@ -28,6 +28,7 @@ import yaml
 from resnetlab.errors import UserError
 
 DEFAULT_RECIPE = "fmnist-fast"
+MAX_LR = 1e3  # a learning rate beyond this overflows the first step of any net here
 _RECIPE_META_KEYS = ("description", "extends")
 _BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
 
@@ -52,8 +53,11 @@ class DataConfig:
     root: str | None = None  # --data-dir; None = $RESNETLAB_DATA or ~/.cache/resnetlab/data
     download: bool = False
     coarse: bool = False  # cifar100: the 20 super-classes
-    val_size: int = 5000  # carved from the official train split; 0 = no validation split
+    # carved from the official train split: a count or a fraction in (0, 1); 0 = no validation split;
+    # null = 5,000 (the paper's 45k/5k CIFAR split), or an image folder's own val/ folder, else 10% of it
+    val_size: int | float | None = None
     batch_size: int = 128
+    drop_last: bool | Literal["auto"] = "auto"  # the incomplete last batch; auto = drop it only when under 10%
     image_size: int | None = None  # resize when loading (stored at this size in memory)
     channels: int | None = None  # convert to 1 or 3 channels when loading
     crop_padding: int = 0  # pad-and-random-crop by this many pixels
@@ -372,29 +376,44 @@ def load_config(recipe: str | None, overrides: list[str] | None = None) -> Confi
     cfg = config_from_dict(data)
     if "recipe" not in data:
         cfg.recipe = name
-    for item in overrides or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"an override must look like key=value (e.g. optim.lr=0.05); got {item!r}")
+    return apply_overrides(cfg, overrides or [])
+
+
+def override_key(item: str) -> str:
+    """The dotted key of a `key=value` override."""
+    key, sep, _ = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"an override must look like key=value (e.g. optim.lr=0.05); got {item!r}")
+    return key.strip()
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """`cfg` with `dotted.key=value` overrides applied in order (values parsed as YAML), validated."""
+    for item in overrides:
+        key, text = override_key(item), item.partition("=")[2]
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
-        _set_key(cfg, key.strip(), value, raw=text)
+        _set_key(cfg, key, value, raw=text)
     validate(cfg)
     return cfg
 
 
 def format_config(cfg: Config) -> str:
-    """Every dotted key with its value, one per line (what `--print-config` shows)."""
+    """Every dotted key with its value, one per line (what `--print-config` shows).
+
+    Of train.epochs and train.iters only the one in force is shown (iters when it is set, else epochs).
+    """
     lines = []
+    hidden = "train.epochs" if cfg.train.iters else "train.iters"
 
     def walk(obj: Any, prefix: str) -> None:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
                 walk(value, f"{prefix}{f.name}.")
-            else:
+            elif f"{prefix}{f.name}" != hidden:
                 lines.append(f"{prefix}{f.name} = {_format_value(value)}")
 
     walk(cfg, "")
@@ -422,14 +441,17 @@ def _check(ok: bool, message: str) -> None:
 def validate(cfg: Config) -> None:
     """Refuse impossible settings up front with one line that says what to do."""
     o, s, t, d = cfg.optim, cfg.schedule, cfg.train, cfg.data
-    _check(o.lr > 0, f"optim.lr must be positive; got {o.lr}")
+    _check(0 < o.lr < MAX_LR, f"optim.lr must be positive and below {MAX_LR:g}; got {o.lr}")
     _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1); got {o.momentum}")
     _check(not o.nesterov or (o.name == "sgd" and o.momentum > 0), "optim.nesterov needs optim.name=sgd, momentum > 0")
     _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {o.weight_decay}")
     betas_ok = len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas)
     _check(betas_ok, f"optim.betas must be two numbers in [0, 1); got {o.betas}")
     _check(d.batch_size >= 1, f"data.batch_size must be at least 1; got {d.batch_size}")
-    _check(d.val_size >= 0, f"data.val_size must be >= 0 (0 = no validation split); got {d.val_size}")
+    _check(d.val_size is None or d.val_size >= 0,
+           f"data.val_size must be a count, a fraction in (0, 1), 0 (no validation split) or null; got {d.val_size}")
+    _check(d.val_size is None or d.val_size < 1 or float(d.val_size).is_integer(),
+           f"data.val_size must be a whole number of images or a fraction in (0, 1); got {d.val_size}")
     for key in ("crop_padding", "translate", "cutout"):
         _check(getattr(d, key) >= 0, f"data.{key} must be >= 0; got {getattr(d, key)}")
     for key in ("image_size", "resize"):

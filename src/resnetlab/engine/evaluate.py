@@ -1,7 +1,8 @@
-"""Evaluate a model on a loader, or a finished run / checkpoint on one of its splits.
+"""Evaluate a model on a loader, or a finished run / checkpoint on a labelled split.
 
-`evaluate()` is what the trainer calls at every validation interval; `evaluate_run()` is
-`resnetlab evaluate RUN_DIR|CKPT` and writes eval_<split>.json, confusion_<split>.csv and the confusion plot.
+`evaluate_model()` is what the trainer calls at every validation interval; `evaluate()` is the public API
+(`resnetlab.evaluate(RUN_DIR or CKPT)`): it needs nothing but the run, and writes eval_<tag>.json and
+confusion_<tag>.csv beside it (`resnetlab evaluate` adds the plots, in reports/evaluation.py).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
-from resnetlab.data import ImageSet
-from resnetlab.engine.builders import Datasets, build_data, make_loader, select_device
+from resnetlab.data import ImageSet, load_dataset
+from resnetlab.engine.builders import build_data, load_split, make_loader, select_device
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import Config, config_from_dict
 from resnetlab.engine.metrics import Metrics
-from resnetlab.engine.rundir import write_evaluation
+from resnetlab.engine.rundir import CHECKPOINTS, CONFIG, evaluation_tag, write_evaluation
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def forward_scores(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torc
     return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
-def evaluate(
+def evaluate_model(
     model: nn.Module,
     loader: Batches,
     *,
@@ -71,6 +73,8 @@ def evaluate(
     tta: bool = False,
     amp_dtype: torch.dtype | None = None,
     classes: Sequence[str] | None = None,
+    progress: bool = False,
+    what: str = "evaluation",
 ) -> dict[str, Any]:
     """Loss, top-1/top-5 accuracy (and per-class metrics) of `model` over every batch of `loader`.
 
@@ -85,6 +89,7 @@ def evaluate(
         tta: test-time augmentation with the horizontal flip (see `forward_scores`).
         amp_dtype: e.g. torch.bfloat16 for mixed precision; None = full precision.
         classes: class names for the per-class rows.
+        progress: show a progress bar (named `what`) once the evaluation has taken more than 2 seconds.
 
     Returns:
         `Metrics.compute()`: loss, acc, acc5, n (+ per_class, macro, weighted, confusion_matrix).
@@ -95,7 +100,7 @@ def evaluate(
     model.eval()
     try:
         with torch.inference_mode(), _autocast(device, amp_dtype):
-            for x, y in loader:
+            for x, y in _maybe_bar(loader, progress, what):
                 scores = forward_scores(model, x, tta)
                 metrics.update(scores, y, F.cross_entropy(scores, y))
     finally:
@@ -103,8 +108,16 @@ def evaluate(
     return metrics.compute()
 
 
+def _maybe_bar(loader: Batches, progress: bool, what: str) -> Batches:
+    if not progress:
+        return loader
+    total = len(loader) if hasattr(loader, "__len__") else None
+    return tqdm(loader, total=total, desc=what, unit="batch", leave=False, delay=2.0, dynamic_ncols=True)
+
+
 def predict_batches(
-    model: nn.Module, loader: Batches, *, tta: bool = False, amp_dtype: torch.dtype | None = None
+    model: nn.Module, loader: Batches, *, tta: bool = False, amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All scores and targets of an (unshuffled) loader, on the CPU, in loader order.
 
@@ -117,7 +130,7 @@ def predict_batches(
     model.eval()
     try:
         with torch.inference_mode(), _autocast(device, amp_dtype):
-            for x, y in loader:
+            for x, y in _maybe_bar(loader, progress, "evaluation"):
                 scores.append(forward_scores(model, x, tta).cpu())
                 targets.append(y.cpu())
     finally:
@@ -127,14 +140,14 @@ def predict_batches(
     return torch.cat(scores), torch.cat(targets)
 
 
-# ------------------------------------------------------------------------------------------- evaluate_run
+# -------------------------------------------------------------------------------- a run or checkpoint
 
 
 def checkpoint_path(path: Path | str) -> Path:
     """RUN_DIR -> RUN_DIR/checkpoints/best.pt; a file stays itself."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.is_dir():
-        best = path / "checkpoints" / "best.pt"
+        best = path / CHECKPOINTS / "best.pt"
         if not best.is_file():
             raise UserError(f"{path} has no checkpoints/best.pt; pass the --out of 'resnetlab train' or a .pt file")
         return best
@@ -146,35 +159,62 @@ def checkpoint_path(path: Path | str) -> Path:
 def output_dir(ckpt: Path) -> Path:
     """Where the files of an evaluation go: the run directory of RUN_DIR/checkpoints/x.pt, else the file's folder."""
     ckpt = ckpt.resolve()
-    if ckpt.parent.name == "checkpoints" and (ckpt.parent.parent / "config.yaml").is_file():
+    if ckpt.parent.name == CHECKPOINTS and (ckpt.parent.parent / CONFIG).is_file():
         return ckpt.parent.parent
     return ckpt.parent
 
 
-def load_split(
-    info: dict[str, Any], split: str, data_dir: Path | str | None = None
-) -> tuple[ImageSet, Datasets, Config]:
-    """The checkpoint's data split (as its run built it) with the run's config; checks the class count.
+def labelled_split(info: dict[str, Any], split: str, data: str | None = None,
+                   data_dir: Path | str | None = None) -> tuple[ImageSet, Config]:
+    """The labelled images to score a checkpoint on, prepared as its run prepared them (size, channels).
+
+    Args:
+        info: `load_checkpoint()`'s info.
+        split: "test", or "val" (the run's own seeded validation split; only for the run's data set).
+        data: another labelled data set (a name or imagefolder:PATH) with the checkpoint's classes; its `split`
+            is used (an image folder without split folders: all its images).
+        data_dir: where the data set lies, if not where the run found it.
 
     Returns:
-        (imageset of the split, Datasets, config).
+        (the split, the run's config with `data`/`data_dir` applied).
     """
-
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     cfg = config_from_dict(info["config"])
     if data_dir is not None:
         cfg.data.root = str(data_dir)
-    data = build_data(cfg)
-    if len(data.classes) != info["num_classes"]:
-        raise UserError(f"the checkpoint has {info['num_classes']} classes but {cfg.data.name} has "
-                        f"{len(data.classes)}; evaluate it on the data set it was trained on")
-    if list(data.classes) != list(info["classes"]):
+    if data is not None and data != cfg.data.name:
+        if split == "val":
+            raise UserError("--split val is the run's own validation split; with --data use --split test")
+        cfg.data.name = data
+        imageset = _other_data(cfg)
+    elif split == "test":
+        imageset = load_split(cfg, "test")  # the test split alone: no training images to load
+    else:
+        imageset = build_data(cfg, with_test=False).val
+        if imageset is None:
+            raise UserError("this run has no validation split (data.val_size=0); use --split test")
+    _check_classes(imageset.classes, info, cfg.data.name)
+    return imageset, cfg
+
+
+def _other_data(cfg: Config) -> ImageSet:
+    d = cfg.data
+    try:
+        return load_split(cfg, "test")
+    except UserError:
+        if not d.name.lower().startswith("imagefolder:"):
+            raise
+    # An image folder with one folder per class and no split folders: score all of it.
+    return load_dataset(d.name, root=d.root, split="train", image_size=d.image_size, channels=d.channels)
+
+
+def _check_classes(classes: Sequence[str], info: dict[str, Any], name: str) -> None:
+    if len(classes) != info["num_classes"]:
+        raise UserError(f"the checkpoint has {info['num_classes']} classes but {name} has {len(classes)}; "
+                        "evaluate it on data with the same classes")
+    if list(classes) != list(info["classes"]):
         log.warning("the data set's class names differ from the checkpoint's; the checkpoint's names are reported")
-    imageset = data.test if split == "test" else data.val
-    if imageset is None:
-        raise UserError("this run has no validation split (data.val_size=0); use --split test")
-    return imageset, data, cfg
 
 
 @dataclass
@@ -186,33 +226,60 @@ class Scored:
     targets: torch.Tensor  # (N,) int64
     scores: torch.Tensor  # (N, K) logits (log-probabilities with tta)
     out_dir: Path  # where the evaluation's files went
+    tag: str  # eval_<tag>.json: the split, the data set when another one, and _tta
 
 
-def score_run(
-    path: Path | str, split: str = "test", tta: bool = False, data_dir: Path | str | None = None
-) -> Scored:
-    """Metrics of a run's best checkpoint (or any checkpoint) on one split; writes eval_<split>.json and
-    confusion_<split>.csv into the run directory (or next to a checkpoint outside a run directory).
-
-    Args:
-        path: RUN_DIR (its checkpoints/best.pt) or a checkpoint file.
-        split: "test" (the official test split) or "val" (the run's seeded validation split).
-        tta: average the prediction with the horizontally flipped image.
-        data_dir: the folder holding the data set, if not where the run found it.
-    """
-
-    ckpt = checkpoint_path(path)
+def score(checkpoint_or_run: Path | str, split: str = "test", data: str | None = None, tta: bool = False, *,
+          data_dir: Path | str | None = None, device: str = "auto", batch_size: int | None = None) -> Scored:
+    """Score a run's best checkpoint (or any checkpoint) on a labelled split and write eval_<tag>.json and
+    confusion_<tag>.csv into the run directory (or beside a checkpoint outside one). See `evaluate`."""
+    ckpt = checkpoint_path(checkpoint_or_run)
     model, info = load_checkpoint(ckpt)
-    imageset, data, cfg = load_split(info, split, data_dir)
-    device = select_device("auto")
-    loader = make_loader(imageset, cfg, train=False, device=device, normalization=info["normalization"])
-    scores, targets = predict_batches(model.to(device), loader, tta=tta)
+    imageset, cfg = labelled_split(info, split, data, data_dir)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1; got {batch_size}")
+        cfg.eval.batch_size = batch_size
+    target = select_device(device)
+    loader = make_loader(imageset, cfg, train=False, device=target, normalization=info["normalization"])
+    scores, targets = predict_batches(model.to(target), loader, tta=tta, progress=True)
     metrics = Metrics(info["num_classes"], per_class=True, classes=info["classes"])
     metrics.update(scores, targets, F.cross_entropy(scores, targets))
     result = metrics.compute()
+    other = data if data is not None and data != config_from_dict(info["config"]).data.name else None
+    tag = evaluation_tag(split, tta=tta, data=other)
     result.update(split=split, tta=tta, checkpoint=str(ckpt.resolve()), step=info.get("step"),
-                  model=cfg.model.name, data=cfg.data.name)
+                  model=cfg.model.name, data=cfg.data.name, device=str(target))
     out = output_dir(ckpt)
-    result["files"] = write_evaluation(out, split, result)
-    log.info("%s accuracy %.2f%% (%d images)", split, 100 * result["acc"], result["n"])
-    return Scored(result, imageset.images, targets, scores, out)
+    result["files"] = write_evaluation(out, tag, result)
+    log.info("%s accuracy %.2f%% (%d images%s)", split, 100 * result["acc"], result["n"],
+             ", flip test-time augmentation" if tta else "")
+    return Scored(result, imageset.images, targets, scores, out, tag)
+
+
+def evaluate(checkpoint_or_run: Path | str, split: str = "test", data: str | None = None, tta: bool = False, *,
+             data_dir: Path | str | None = None, device: str = "auto", batch_size: int | None = None
+             ) -> dict[str, Any]:
+    """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix of a trained model.
+
+    Needs nothing but the run: the data set, its preparation and the normalization come from the checkpoint.
+
+    Args:
+        checkpoint_or_run: a run directory (its checkpoints/best.pt, selected on validation) or a checkpoint.
+        split: "test" (the official test split) or "val" (the run's own validation split).
+        data: another labelled data set with the same classes (e.g. "imagefolder:photos"), instead of the run's.
+        tta: average each prediction with that of the horizontally flipped image.
+        data_dir: the folder holding the data set, if not where the run found it.
+        device: auto, cpu, cuda or mps.
+        batch_size: images per evaluation batch (default: the run's eval.batch_size).
+
+    Returns:
+        loss, acc, acc5, n, per_class rows, macro and weighted averages, confusion_matrix, plus split, tta,
+        checkpoint, step, model, data and `files` (eval_<tag>.json and confusion_<tag>.csv, written beside the
+        run; <tag> is the split, plus the data set when another one, plus "_tta").
+
+    Raises:
+        UserError: no such run/checkpoint/split, data with other classes, a bad batch size or device.
+    """
+    return score(checkpoint_or_run, split, data, tta, data_dir=data_dir, device=device,
+                 batch_size=batch_size).result

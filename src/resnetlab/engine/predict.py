@@ -75,7 +75,7 @@ def load_image(path: Path, in_chans: int, size: int | None) -> torch.Tensor:
     return image
 
 
-def predict_files(ckpt: Path | str, inputs: Sequence[Path | str], top_k: int = 3) -> list[dict[str, Any]]:
+def predict(ckpt: Path | str, inputs: Sequence[Path | str], top_k: int = 3) -> list[dict[str, Any]]:
     """The `top_k` most probable classes of every image file.
 
     Args:

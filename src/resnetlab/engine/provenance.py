@@ -61,14 +61,14 @@ def collect(device: torch.device, *, amp: str | None = None, compiled: bool | No
     """The provenance record of a run on `device` (plain values, JSON- and checkpoint-safe)."""
     record: dict[str, Any] = {
         "resnetlab": __version__, "git_commit": git_commit(), "python": platform.python_version(),
-        "torch": torch.__version__, "torchvision": torchvision.__version__, "device": str(device),
+        "torch": str(torch.__version__), "torchvision": str(torchvision.__version__), "device": str(device),
         "cpu": cpu_model(), "cpu_capability": cpu_capability(), "threads": torch.get_num_threads(),
         "platform": platform.platform(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"), "command": " ".join(sys.argv),
     }
     if device.type == "cuda":
         record["gpu"] = torch.cuda.get_device_name(device)
-        record["cuda"] = torch.version.cuda
+        record["cuda"] = str(torch.version.cuda)
     if amp is not None:
         record["amp"] = amp
     if compiled is not None:

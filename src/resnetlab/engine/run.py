@@ -1,16 +1,45 @@
-"""Starting or continuing a run in its directory: never overwrite a run; on --resume, continue it with its own
-config."""
+"""One way to build a run: its directory (new, resumed, or started over), its objects, its checkpoints.
+
+`build_run()` turns a Config into a `Run` (data, model, optimizer, schedule, loaders, hooks), restored from a
+checkpoint when resuming; `checkpoint_state()` is everything the next step depends on, so a run interrupted
+anywhere and resumed ends with the same weights as one that never stopped (bit-identical on the same CPU kind).
+The trainer (trainer.py) steps a Run; lr-find steps one too, with a hook (experiments/lr_find.py).
+
+Hooks attach techniques to the one training path (fastai's callbacks, in small): a `Hook` may change a batch
+before the step, see each step's loss, ask the loop to stop, and keep state that checkpoints save and restore.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resnetlab.engine.checkpoint import read_checkpoint
-from resnetlab.engine.config import Config, config_from_dict, config_to_dict
-from resnetlab.engine.distributed import barrier
-from resnetlab.engine.rundir import CHECKPOINTS, SUMMARY, read_summary
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from resnetlab.data import Loader
+from resnetlab.engine import builders, provenance
+from resnetlab.engine.checkpoint import FORMAT_VERSION, capture_rng, read_checkpoint, restore_rng
+from resnetlab.engine.config import Config, apply_overrides, config_from_dict, config_to_dict, override_key
+from resnetlab.engine.distributed import DistEnv, all_reduce_sum, barrier, check_resume_world_size
+from resnetlab.engine.metrics import Metrics
+from resnetlab.engine.rundir import (
+    CHECKPOINTS,
+    CONFIG,
+    LOCK,
+    read_config,
+    read_summary,
+    truncate_metrics,
+    write_config,
+)
+from resnetlab.engine.runlog import RunLogger
+from resnetlab.engine.runtime import StopSignals, seed_everything
+from resnetlab.engine.schedule import LRSchedule
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -19,32 +48,154 @@ log = logging.getLogger(__name__)
 RESUME_MAY_CHANGE = ("train.out_dir", "train.quiet", "train.threads", "train.log_every", "train.device")
 
 
-def check_run_dir(cfg: Config, resume: bool) -> tuple[Path, dict[str, Any] | None, Config]:
-    """The run directory, the checkpoint to resume (or None) and the config to run with.
+class Hook:
+    """A technique attached to the training path; every method is optional (the defaults do nothing).
 
-    Refuses to overwrite a run; for `resume`, reads checkpoints/last.pt and takes the run's own config.
+    Hooks run in the order given, on every process. Their `state_dict()` goes into checkpoints (plain values and
+    tensors only) and comes back through `load_state_dict()` on resume, keyed by `name`.
+    """
+
+    name = "hook"
+
+    def on_batch(self, run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch the step trains on (e.g. mixed images and soft targets); called before the forward pass."""
+        return x, y
+
+    def after_step(self, run: Run, loss: torch.Tensor) -> None:
+        """Called after each optimizer step with its loss (a device tensor: `.item()` waits for the device)."""
+
+    def eval_model(self, run: Run) -> nn.Module | None:
+        """The network to validate and test instead of `run.net` (e.g. a weight average), or None."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume this hook exactly."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`."""
+
+
+@dataclass
+class TrainState:
+    """The loop's counters and the model selection, saved in every checkpoint as plain values."""
+
+    step: int = 0
+    lr: float = 0.0
+    best_val_acc: float | None = None
+    best_step: int = 0
+    top_k: list[list[float]] = field(default_factory=list)  # [val_acc, step] of the kept top-k checkpoints
+    train_time_s: float = 0.0  # the training loop, summed over resumed attempts
+    step_time_s: float = 0.0  # the part of it spent in training steps (for images/s)
+    images_seen: int = 0
+    final_train_acc: float | None = None
+
+
+@dataclass
+class Run:
+    """Everything one training run works with (built by `build_run`)."""
+
+    cfg: Config
+    env: DistEnv
+    device: torch.device
+    run_dir: Path | None  # None: nothing is written (lr-find)
+    data: builders.Datasets
+    net: nn.Module  # the plain model: what is saved and evaluated
+    model: nn.Module  # what is trained: `net`, maybe compiled and/or wrapped in DDP
+    optimizer: torch.optim.Optimizer
+    schedule: Any  # LRSchedule, or anything with apply(optimizer, step) -> lr, observe(), state_dict()
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    amp: torch.dtype | None
+    train_loader: Loader
+    val_loader: Loader | None
+    train_metrics: Metrics
+    total_iters: int
+    steps_per_epoch: int
+    state: TrainState
+    stop: StopSignals
+    hooks: list[Hook] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    logger: RunLogger | None = None
+    finite: torch.Tensor | None = None  # False once a loss was NaN/inf (checked at logging points only)
+    stop_reason: str | None = None  # set by a hook (early stopping, lr-find) to end the loop after this step
+    clock: dict[str, float] = field(default_factory=lambda: {"period_images": 0.0})  # loop and period timing
+
+    @property
+    def checkpoints(self) -> Path:
+        """RUN_DIR/checkpoints."""
+        assert self.run_dir is not None
+        return self.run_dir / CHECKPOINTS
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """The network validated, tested and selected: a hook's (e.g. the weight average), else `net`."""
+        for hook in self.hooks:
+            model = hook.eval_model(self)
+            if model is not None:
+                return model
+        return self.net
+
+
+# ---------------------------------------------------------------------------------------- the run directory
+
+
+def open_run_dir(cfg: Config, resume: bool, resume_from: str | Path | None = None
+                 ) -> tuple[Path, Path | None, Config]:
+    """The run directory, the checkpoint file to continue from (or None) and the config to run with.
+
+    A new run refuses a directory that holds anything. `resume` continues from checkpoints/last.pt (or the
+    checkpoint `resume_from`) with the run's own config; a run that died before its first checkpoint is started
+    over from its config.yaml. Call it on the main process, holding the run directory's lock.
     """
     if not cfg.train.out_dir:
         raise UserError("train.out_dir (--out RUN_DIR) is required: where checkpoints, metrics and summary go")
     run_dir = Path(cfg.train.out_dir).expanduser()
-    if not resume:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file; give a folder for the run")
+    if not (resume or resume_from):
+        if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
             raise UserError(f"{run_dir} already exists; choose a new --out, or add --resume to continue that run")
-        barrier()  # every rank has looked before rank 0 creates it
         return run_dir, None, cfg
-    if read_summary(run_dir) is not None:
-        raise UserError(f"{run_dir} has already finished ({SUMMARY} exists); train into a new --out")
-    last = run_dir / CHECKPOINTS / "last.pt"
-    if not last.exists():
-        raise UserError(f"nothing to resume: {last} does not exist (train without --resume to start the run)")
-    ckpt = read_checkpoint(last)
-    return run_dir, ckpt, resume_config(cfg, ckpt["config"])
+    if read_summary(run_dir, strict=False) is not None:
+        raise UserError(f"{run_dir} has already finished (summary.json exists); train into a new --out")
+    source = Path(resume_from) if resume_from else run_dir / CHECKPOINTS / "last.pt"
+    if not source.is_file():
+        if resume_from:
+            raise UserError(f"--resume-from {source} does not exist; pass a checkpoint file such as "
+                            f"{run_dir / CHECKPOINTS / 'best.pt'}")
+        return run_dir, None, _start_over(run_dir, cfg)
+    return run_dir, source, resume_config(cfg, read_checkpoint(source)["config"])
+
+
+def _start_over(run_dir: Path, cfg: Config) -> Config:
+    """A run without a checkpoint to resume (it died before its first one): clear it and start it again."""
+    resumed = resume_config(cfg, config_to_dict(read_config(run_dir))) if (run_dir / CONFIG).is_file() else cfg
+    log.info("%s has no checkpoint yet (the run stopped before its first one); starting it over%s", run_dir,
+             " from its config.yaml" if (run_dir / CONFIG).is_file() else "")
+    for path in run_dir.iterdir() if run_dir.is_dir() else ():
+        if path.name != LOCK:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return resumed
+
+
+def resume_overrides(run_dir: Path, overrides: list[str]) -> Config:
+    """The config to resume RUN_DIR with: its own config.yaml plus only the overrides a resume may change; any
+    other override the user gave is named in one warning (the run keeps its own value)."""
+    cfg = read_config(run_dir)
+    allowed = [item for item in overrides if override_key(item) in RESUME_MAY_CHANGE]
+    ignored = [item for item in overrides if override_key(item) not in RESUME_MAY_CHANGE]
+    if ignored:
+        log.warning("resuming with the run's own config; ignoring %s (a resume may change only %s)",
+                    ", ".join(ignored[:6]), ", ".join(RESUME_MAY_CHANGE))
+    return apply_overrides(cfg, allowed)
 
 
 def resume_config(cfg: Config, saved: dict[str, Any]) -> Config:
-    """The run's saved config, with only the RESUME_MAY_CHANGE settings taken from `cfg`."""
+    """The run's saved config, with only the RESUME_MAY_CHANGE settings taken from `cfg` (a difference in any
+    other setting is named in one warning)."""
     resumed = config_from_dict(saved)
-    new, old = _flatten(config_to_dict(cfg)), _flatten(saved)
+    new, old = _flatten(config_to_dict(cfg)), _flatten(config_to_dict(resumed))
     ignored = [k for k in new if k not in RESUME_MAY_CHANGE and k != "recipe" and new[k] != old.get(k)]
     if ignored:
         log.warning("resuming with the run's own config; ignoring %d different setting(s): %s",
@@ -63,3 +214,111 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+# ------------------------------------------------------------------------------------------- building
+
+
+def build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path | None, ckpt: dict[str, Any] | None,
+              stop: StopSignals, hooks: Sequence[Hook] = (), *, with_test: bool = True) -> Run:
+    """Data, model, optimizer, schedule, loaders and hooks; restored from `ckpt` when resuming.
+
+    With `run_dir` None nothing is written (no config.yaml, checkpoints or metrics); `with_test=False` does not
+    load the test split (lr-find never tests).
+    """
+    seed_everything(cfg.train.seed)
+    data = builders.build_data(cfg, env, with_test=with_test)
+    net = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes))
+    net = builders.place_model(net, cfg, env, device)
+    loader_args = {"device": device, "normalization": data.normalization, "rank": env.rank,
+                   "world_size": env.world_size}
+    train_loader = builders.make_loader(data.train, cfg, train=True, **loader_args)
+    val_loader = builders.make_loader(data.val, cfg, train=False, **loader_args) if data.val is not None else None
+    total_iters = cfg.train.iters or cfg.train.epochs * len(train_loader)
+    lr = builders.scaled_lr(cfg, env.world_size)
+    amp = builders.amp_dtype(cfg.train.amp, device)
+    compiled = builders.use_compile(cfg.train.compile, device)
+    run = Run(cfg=cfg, env=env, device=device, run_dir=run_dir, data=data, net=net,
+              model=_wrap(net, env, device, compiled), optimizer=builders.build_optimizer(net, cfg, lr, device),
+              schedule=LRSchedule(cfg.schedule, lr, total_iters), scaler=_grad_scaler(device, amp),
+              criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), amp=amp,
+              train_loader=train_loader, val_loader=val_loader, train_metrics=Metrics(len(data.classes), device=device),
+              total_iters=total_iters, steps_per_epoch=len(train_loader), state=TrainState(), stop=stop,
+              hooks=list(hooks), finite=torch.ones((), dtype=torch.bool, device=device),
+              provenance=provenance.collect(device, amp=builders.amp_name(amp), compiled=compiled))
+    if ckpt is not None:
+        restore(run, ckpt)
+    elif run_dir is not None and env.is_main:
+        write_config(run_dir, cfg)
+    barrier()
+    if run_dir is not None:
+        run.logger = RunLogger(run_dir if env.is_main else None, total_iters, run.state.step, cfg.train.quiet)
+    return run
+
+
+def _grad_scaler(device: torch.device, amp: torch.dtype | None) -> torch.amp.GradScaler:
+    # fp16 needs loss scaling (its range is small); bf16 and float32 do not, and a disabled scaler is a no-op.
+    enabled = amp == torch.float16
+    return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)
+
+
+def _wrap(net: nn.Module, env: DistEnv, device: torch.device, compiled: bool) -> nn.Module:
+    model = net
+    if env.distributed:
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(model) if compiled else model
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def checkpoint_state(run: Run) -> dict[str, Any]:
+    """Everything to resume from; call it on every rank (rank 0 saves it)."""
+    d = run.data
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": run.net.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.schedule.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "step": run.state.step,
+        "epoch": run.state.step / run.steps_per_epoch,
+        "best": {"val_acc": run.state.best_val_acc, "step": run.state.best_step},
+        "progress": asdict(run.state),
+        "rng": capture_rng(),
+        "loader": run.train_loader.state_dict(),
+        # The partial interval, summed over ranks: the next row averages the same steps on any world size.
+        "metrics": all_reduce_sum(run.train_metrics.state_dict(), run.device),
+        "hooks": {hook.name: hook.state_dict() for hook in run.hooks},
+        "world_size": run.env.world_size,
+        "config": config_to_dict(run.cfg),
+        "classes": list(d.classes),
+        "normalization": d.normalization,
+        "in_chans": d.in_chans,
+        "image_size": run.cfg.data.resize or d.image_size,
+        "num_classes": len(d.classes),
+        "train_time_s": run.state.train_time_s,
+        "provenance": run.provenance,
+    }
+
+
+def restore(run: Run, ckpt: dict[str, Any]) -> None:
+    """Put the run back where `ckpt` was taken (RNG last: building the run consumed random numbers)."""
+    check_resume_world_size(ckpt.get("world_size", 1), run.env, run.cfg.dist.batch_size)
+    provenance.check_resume(ckpt.get("provenance"), run.provenance)
+    run.net.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.schedule.load_state_dict(ckpt["scheduler"])
+    if ckpt["scaler"]:
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.train_loader.load_state_dict(ckpt["loader"])  # counts global batches: the same on any world size
+    run.state = TrainState(**ckpt["progress"])
+    saved_hooks = ckpt.get("hooks", {})
+    for hook in run.hooks:
+        if hook.name in saved_hooks:
+            hook.load_state_dict(saved_hooks[hook.name])
+    if run.env.is_main:  # the saved sums are over all ranks (add them once); one writer of metrics.jsonl
+        run.train_metrics.load_state_dict(ckpt["metrics"])
+        if run.run_dir is not None:
+            truncate_metrics(run.run_dir, run.state.step)
+    restore_rng(ckpt["rng"])

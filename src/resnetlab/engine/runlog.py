@@ -1,23 +1,35 @@
-"""What a run reports while it trains: metrics.jsonl, TensorBoard scalars, a progress bar or log lines.
+"""What a run reports while it trains: metrics.jsonl rows, TensorBoard scalars, a progress bar or log lines.
 
-Only the main process (rank 0) creates a RunLogger that writes; the others get a silent one, so the
-trainer never asks who it is before logging.
+In a terminal (or a notebook, through tqdm.auto) a bar advances every step with its rate and ETA, and shows the
+latest loss, accuracy, lr and images/s; every metrics row and evaluation is printed above it. Elsewhere (a log
+file, a batch job) a line is written at every metrics row (`train.log_every` steps) and at least every 30 s.
+Only the main process (rank 0) gets a RunLogger that writes; the others get a silent one.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from resnetlab.engine.rundir import METRIC_KEYS, append_metrics
+from tqdm.auto import tqdm
+
+from resnetlab.engine.rundir import append_metrics
 
 log = logging.getLogger(__name__)
 
+MESSAGE_EVERY_S = 30.0  # without a bar, a progress line at least this often
+
+
+def interactive_stderr() -> bool:
+    """Whether a progress bar can be drawn: stderr is a terminal, or this runs in a Jupyter kernel."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
 
 class RunLogger:
-    """metrics.jsonl, TensorBoard (RUN_DIR/tb) and a tqdm bar (or plain log lines when stderr is no terminal).
+    """metrics.jsonl and TensorBoard (RUN_DIR/tb) rows, and a bar (or plain log lines).
 
     Args:
         run_dir: the run directory; None for a silent logger (ranks other than 0).
@@ -30,62 +42,70 @@ class RunLogger:
         self.run_dir = run_dir
         self.total_iters = total_iters
         self.quiet = quiet or run_dir is None
+        self.interactive = not self.quiet and interactive_stderr()
         self._writer = None
         self._bar = None
+        self._pace = (time.perf_counter(), start_step)  # for the ETA of log lines
         if run_dir is None:
             return
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # tensorboard: heavy, and only the main process needs it
 
         # purge_step drops events a previous attempt logged after the checkpoint we resume from.
         self._writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step or None)
-        if not self.quiet and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total_iters, initial=start_step, unit="it", dynamic_ncols=True, leave=True)
+        if self.interactive:
+            self._bar = tqdm(total=total_iters, initial=start_step, unit="it", dynamic_ncols=True, leave=True,
+                             file=sys.stderr)
 
     # ------------------------------------------------------------------------------------ progress
 
-    def progress(self, step: int, stats: dict[str, float]) -> None:
-        """Update the bar (or write a log line) with loss, acc, lr and images/s at a logging point."""
-        if self._writer is not None:
-            self._writer.add_scalar("train/loss_running", stats["loss"], step)
-            self._writer.add_scalar("lr", stats["lr"], step)
+    def step(self, step: int) -> None:
+        """Advance the bar to `step` (called after every step; no host sync)."""
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+
+    def wants_message(self, seconds_since_last: float) -> bool:
+        """Whether a progress line is due between rows (no bar, and 30 s since the last line)."""
+        return not self.quiet and self._bar is None and seconds_since_last >= MESSAGE_EVERY_S
+
+    def progress(self, stats: dict[str, Any]) -> None:
+        """Show the running loss, accuracy, lr and images/s: on the bar, or as a log line with an ETA."""
         if self.quiet:
             return
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{stats['loss']:.4f}", acc=f"{100 * stats['acc']:.2f}%",
-                                  lr=f"{stats['lr']:.3g}", img_s=f"{stats['images_per_s']:.0f}", refresh=False)
-            self._bar.update(step - self._bar.n)
+            self._bar.set_postfix(loss=f"{stats['train_loss']:.4f}", acc=f"{100 * stats['train_acc']:.2f}%",
+                                  lr=f"{stats['lr']:.3g}", img_s=f"{stats['images_per_s']:.0f}")
             return
-        eta = (self.total_iters - step) * stats["s_per_step"]
-        log.info("step %d/%d  loss %.4f  acc %.2f%%  lr %.3g  %.0f img/s  ETA %s", step, self.total_iters,
-                 stats["loss"], 100 * stats["acc"], stats["lr"], stats["images_per_s"], _duration(eta))
+        log.info("step %d/%d  loss %.4f  acc %.2f%%  lr %.3g  %.0f img/s  ETA %s", stats["step"], self.total_iters,
+                 stats["train_loss"], 100 * stats["train_acc"], stats["lr"], stats["images_per_s"],
+                 _duration(self._eta(stats["step"])))
 
-    # ------------------------------------------------------------------------------------ evaluations
+    def _eta(self, step: int) -> float:
+        now = time.perf_counter()
+        start, first = self._pace
+        return (self.total_iters - step) * (now - start) / max(1, step - first)
 
-    def evaluation(self, row: dict[str, Any]) -> None:
-        """Append one evaluation row to metrics.jsonl and TensorBoard, and say it on the bar/log."""
+    # ------------------------------------------------------------------------------------ rows
+
+    def row(self, row: dict[str, Any]) -> None:
+        """Append a metrics row to metrics.jsonl and TensorBoard; print it when it holds an evaluation."""
         if self.run_dir is None:
             return
         append_metrics(self.run_dir, row)
-        row = {key: row.get(key) for key in METRIC_KEYS}
-        step = row["step"]
         assert self._writer is not None
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
-            if row[key] is not None:
+            if row.get(key) is not None:
                 self._writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train", "val")) else key,
-                                        row[key], step)
+                                        row[key], row["step"])
         self._writer.flush()
+        if row.get("val_acc") is None:
+            self.progress(row)
+            return
         if self.quiet:
             return
-        val = f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%" if row["val_acc"] is not None else ""
-        message = (f"step {step}/{self.total_iters} (epoch {row['epoch']:.2f})  train loss {row['train_loss']:.4f} "
-                   f"acc {100 * row['train_acc']:.2f}%{val}  lr {row['lr']:.3g}  {row['images_per_s']:.0f} img/s")
-        if self._bar is not None:
-            self._bar.update(step - self._bar.n)
-            self._bar.write(message, file=sys.stderr)
-        else:
-            log.info("%s", message)
+        message = (f"step {row['step']}/{self.total_iters} (epoch {row['epoch']:.2f})  train loss "
+                   f"{row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%  val loss {row['val_loss']:.4f} acc "
+                   f"{100 * row['val_acc']:.2f}%  lr {row['lr']:.3g}  {row['images_per_s']:.0f} img/s")
+        self.info("%s", message)
 
     def info(self, message: str, *args: Any) -> None:
         """A log message that respects quiet mode and does not break the bar."""
@@ -97,7 +117,7 @@ class RunLogger:
             log.info(message, *args)
 
     def close(self) -> None:
-        """Close the bar and the TensorBoard writer."""
+        """Close the bar (it stays on screen at its last state) and the TensorBoard writer."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -1,58 +1,44 @@
 """The training loop: `train(cfg)` builds a run, `fit()` trains it, `finish()` tests it and writes the summary.
 
-Reading order: train() -> fit() -> train_one_epoch() -> train_step(); validate_and_checkpoint() at every
-evaluation point; finish() at the end. Training and evaluation share one `Metrics` accumulator type; the
-train accumulator covers the iterations since the previous evaluation and syncs with the host only at
-logging and evaluation points (no `.item()` per step).
-
-Exact resume: a checkpoint holds everything the next step depends on (weights, optimizer, schedule,
-scaler, loader position and generator, the partial train metrics, every RNG), so a run interrupted
-anywhere and resumed ends with the same weights as one that never stopped (bit-identical on the CPU).
+Reading order: train() -> fit() -> train_one_epoch() -> train_step(); log_interval() every `train.log_every`
+steps and validate_and_checkpoint() at every evaluation point; finish() at the end. Training and evaluation
+share one `Metrics` accumulator type; the train accumulator covers the steps since the previous metrics row and
+syncs with the host only there (no `.item()` per step). Building a run, its hooks and its checkpoints: run.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from resnetlab.data import Loader
 from resnetlab.engine import builders
-from resnetlab.engine.checkpoint import (
-    FORMAT_VERSION,
-    capture_rng,
-    read_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
-from resnetlab.engine.config import Config, config_to_dict, dump_config
+from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
+from resnetlab.engine.config import Config
 from resnetlab.engine.distributed import (
     DistEnv,
-    all_reduce_sum,
     any_rank,
     barrier,
-    check_resume_world_size,
+    broadcast_object,
     collective_failures,
-    convert_sync_batchnorm,
     destroy_distributed,
-    in_turn,
     init_distributed,
 )
-from resnetlab.engine.evaluate import evaluate
-from resnetlab.engine.metrics import Metrics
-from resnetlab.engine.run import check_run_dir
-from resnetlab.engine.rundir import truncate_metrics, write_summary
-from resnetlab.engine.runlog import RunLogger
-from resnetlab.engine.runtime import StopSignals, process_settings, seed_everything
-from resnetlab.engine.schedule import LRSchedule
-from resnetlab.errors import Interrupted, TrainingFailed
+from resnetlab.engine.evaluate import evaluate_model
+from resnetlab.engine.run import Hook, Run, build_run, checkpoint_state, open_run_dir
+from resnetlab.engine.rundir import CONFIG, LOCK, lock_run_dir, remove_stale_temp_files, write_summary
+from resnetlab.engine.runtime import process_settings
+from resnetlab.errors import Interrupted, TrainingFailed, UserError
 from resnetlab.models import summarize
 
 log = logging.getLogger(__name__)
@@ -66,121 +52,113 @@ class RunResult:
     is_main_process: bool
 
 
-@dataclass
-class TrainState:
-    """The loop's counters and the model selection, saved in every checkpoint as plain values."""
-
-    step: int = 0
-    lr: float = 0.0
-    best_val_acc: float | None = None
-    best_step: int = 0
-    top_k: list[list[float]] = field(default_factory=list)  # [val_acc, step] of the kept top-k checkpoints
-    train_time_s: float = 0.0  # the training loop, summed over resumed attempts
-    step_time_s: float = 0.0  # the part of it spent in training steps (for images/s)
-    images_seen: int = 0
-    final_train_acc: float | None = None
-
-
-@dataclass
-class Run:
-    """Everything one training run works with (built by `_build_run`)."""
-
-    cfg: Config
-    env: DistEnv
-    device: torch.device
-    run_dir: Path
-    data: builders.Datasets
-    net: nn.Module  # the plain model: what is saved and evaluated
-    model: nn.Module  # what is trained: `net`, maybe compiled and/or wrapped in DDP
-    optimizer: torch.optim.Optimizer
-    schedule: LRSchedule
-    scaler: torch.amp.GradScaler
-    criterion: nn.Module
-    amp: torch.dtype | None
-    train_loader: Loader
-    val_loader: Loader | None
-    train_metrics: Metrics
-    total_iters: int
-    steps_per_epoch: int
-    state: TrainState
-    stop: StopSignals
-    logger: RunLogger | None = None
-    finite: torch.Tensor | None = None  # False once a loss was NaN/inf (checked at logging points only)
-    clock: dict[str, float] = field(default_factory=dict)  # loop start, period start, period images/steps
-
-    @property
-    def checkpoints(self) -> Path:
-        """RUN_DIR/checkpoints."""
-        return self.run_dir / "checkpoints"
-
-
 # ------------------------------------------------------------------------------------------- train()
 
 
-def train(cfg: Config, *, resume: bool = False) -> RunResult:
+def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None = None,
+          hooks: Sequence[Hook] = ()) -> RunResult:
     """Train a model as `cfg` says and test it once at the end.
 
     Args:
         cfg: the run configuration (`load_config`); `train.out_dir` is the run directory.
-        resume: continue the run in `train.out_dir` from checkpoints/last.pt, with the run's own config.
+        resume: continue the run in `train.out_dir` from checkpoints/last.pt with the run's own config (a run
+            that stopped before its first checkpoint starts over).
+        resume_from: continue from this checkpoint instead (e.g. checkpoints/best.pt when last.pt is damaged).
+        hooks: techniques attached to the training path (see `resnetlab.engine.run.Hook`).
 
     Returns:
         RunResult(run_dir, summary (summary.json's content), is_main_process).
 
     Raises:
-        UserError: an impossible setting, an existing run directory without `resume`, missing data.
-        TrainingFailed: the loss became NaN or infinite (last.pt keeps the last good state).
+        UserError: an impossible setting, an existing run directory without `resume`, one that another process
+            trains, missing data.
+        TrainingFailed: the loss became NaN or infinite (last.pt keeps the last good state), or the disk is full.
         Interrupted: SIGINT/SIGTERM arrived; last.pt was saved, `resume=True` continues.
     """
     wall_start = time.perf_counter()
     env = DistEnv.from_environ()
     device = builders.select_device(cfg.train.device, env.local_rank)
     init_distributed(env, device, cfg.dist.timeout_s)
+    run_dir = builders.run_dir_of(cfg)
+    created = env.is_main and not run_dir.exists()
     try:
-        run_dir, ckpt, cfg = check_run_dir(cfg, resume)
-        with process_settings(cfg, device, env.is_main) as stop, collective_failures(env, cfg.dist.timeout_s):
-            run = _build_run(cfg, env, device, run_dir, ckpt, stop)
-            try:
-                fit(run)
-                summary = finish(run, wall_start)
-            finally:
-                if run.logger is not None:
-                    run.logger.close()
+        with lock_run_dir(run_dir) if env.is_main else contextlib.nullcontext():
+            source, cfg = _open(cfg, env, resume, resume_from)
+            with process_settings(cfg, device, env.is_main) as stop, collective_failures(env, cfg.dist.timeout_s):
+                ckpt = read_checkpoint(source) if source is not None else None
+                run = build_run(cfg, env, device, run_dir, ckpt, stop, hooks)
+                try:
+                    fit(run)
+                    summary = finish(run, wall_start)
+                finally:
+                    if run.logger is not None:
+                        run.logger.close()
+    except UserError:
+        if created:
+            _remove_if_unused(run_dir)  # a refused setting leaves no run directory behind
+        raise
     finally:
         destroy_distributed()
     return RunResult(run_dir=run_dir, summary=summary, is_main_process=env.is_main)
 
 
+def _remove_if_unused(run_dir: Path) -> None:
+    """Delete a run directory this process created when nothing but its lock (and config.yaml) is in it."""
+    leftovers = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if leftovers <= {LOCK, CONFIG}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _open(cfg: Config, env: DistEnv, resume: bool, resume_from: str | Path | None) -> tuple[Path | None, Config]:
+    """Rank 0 decides (new run, resume, or start over) and tells the other ranks: the checkpoint and the config."""
+    decision = None
+    if env.is_main:
+        run_dir, source, cfg = open_run_dir(cfg, resume, resume_from)
+        remove_stale_temp_files(run_dir)
+        if source is None:
+            cfg = builders.drop_foreign_options(cfg)
+        decision = (str(source) if source else None, cfg)
+    source, cfg = broadcast_object(decision)  # type: ignore[misc]
+    return (Path(source) if source else None), cfg
+
+
 def fit(run: Run) -> None:
-    """Train for `run.total_iters` iterations, evaluating and checkpointing at every evaluation point."""
+    """Train for `run.total_iters` iterations (or until a hook stops the run), logging and evaluating."""
     _announce(run)
     now = time.perf_counter()
-    run.clock.update(loop_start=now, loop_base=run.state.train_time_s)
+    run.clock.update(loop_start=now, loop_base=run.state.train_time_s, last_message=now)
     _start_period(run, now)
-    while run.state.step < run.total_iters:
+    while run.state.step < run.total_iters and run.stop_reason is None:
         train_one_epoch(run)
 
 
 def train_one_epoch(run: Run) -> None:
     """The remaining batches of the loader's current epoch (or fewer, when the run ends or is stopped)."""
-    _set_train_mode(run)
+    set_train_mode(run)
     for x, y in run.train_loader:
         train_step(run, x, y)
         step = run.state.step
-        if step % run.cfg.train.log_every == 0:
-            _log_progress(run)
-        if _is_eval_point(run, step):
+        if run.logger is not None:
+            run.logger.step(step)
+        evaluating = _is_eval_point(run, step)
+        if step % run.cfg.train.log_every == 0 and not evaluating:
+            log_interval(run)
+        elif run.logger is not None and run.logger.wants_message(time.perf_counter() - run.clock["last_message"]):
+            _progress_message(run)
+        if evaluating:
             validate_and_checkpoint(run)
-            _set_train_mode(run)
+            set_train_mode(run)
         signum = _stop_signal(run)
         if signum is not None:
             _interrupt(run, signum)
-        if step >= run.total_iters:
+        if step >= run.total_iters or run.stop_reason is not None:
             return
 
 
-def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One optimizer step on the batch (x, y); nothing here waits for the device."""
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on the batch (x, y); returns the loss (a device tensor: nothing here waits for it)."""
+    for hook in run.hooks:
+        x, y = hook.on_batch(run, x, y)
     run.state.lr = run.schedule.apply(run.optimizer, run.state.step)
     with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
         logits = run.model(x)  # (B, K)
@@ -196,116 +174,97 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> None:
     run.finite &= torch.isfinite(loss.detach())
     run.state.step += 1
     run.clock["period_images"] += x.shape[0] * run.env.world_size
+    for hook in run.hooks:
+        hook.after_step(run, loss)
+    return loss
 
 
-def validate_and_checkpoint(run: Run) -> None:
-    """Evaluate the validation split, append the metrics row, update best/top-k and save last.pt."""
+def log_interval(run: Run) -> None:
+    """Write the metrics row of the steps since the previous row: training loss and accuracy, lr, images/s."""
+    row = _close_row(run)
+    if run.logger is not None:
+        run.logger.row(row)
+        run.clock["last_message"] = time.perf_counter()
+    _start_period(run, time.perf_counter())
+
+
+def _close_row(run: Run) -> dict[str, Any]:
+    """The training numbers of the steps since the previous row (the accumulator starts over)."""
     _check_finite(run)
     period_s, period_images = _close_period(run)
     train = run.train_metrics.compute()
     run.train_metrics.reset()
-    val = None
-    if run.val_loader is not None:
-        val = evaluate(run.net, run.val_loader, num_classes=len(run.data.classes), amp_dtype=run.amp)
-    run.schedule.observe(val["loss"] if val else None)
     run.state.final_train_acc = train["acc"]
     run.state.train_time_s = _loop_time(run)
+    return {"step": run.state.step, "epoch": round(run.state.step / run.steps_per_epoch, 4), "lr": run.state.lr,
+            "train_loss": train["loss"], "train_acc": train["acc"], "val_loss": None, "val_acc": None,
+            "images_per_s": period_images / max(period_s, 1e-9), "time_s": run.state.train_time_s}
+
+
+def validate_and_checkpoint(run: Run) -> None:
+    """The metrics row with the validation split's loss and accuracy; update best/top-k, save last.pt."""
+    row = _close_row(run)
+    val = None
+    if run.val_loader is not None:
+        val = evaluate_model(run.eval_net, run.val_loader, num_classes=len(run.data.classes), amp_dtype=run.amp,
+                             progress=run.logger is not None and run.logger.interactive, what="validation")
+        row.update(val_loss=val["loss"], val_acc=val["acc"])
+    run.schedule.observe(val["loss"] if val else None)
     if run.logger is not None:
-        run.logger.evaluation({
-            "step": run.state.step, "epoch": round(run.state.step / run.steps_per_epoch, 4), "lr": run.state.lr,
-            "train_loss": train["loss"], "train_acc": train["acc"],
-            "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
-            "images_per_s": period_images / max(period_s, 1e-9), "time_s": run.state.train_time_s,
-        })
+        run.logger.row(row)
+        run.clock["last_message"] = time.perf_counter()
     _save_checkpoints(run, val["acc"] if val else None)
     _start_period(run, time.perf_counter())
 
 
 def finish(run: Run, wall_start: float) -> dict[str, Any]:
     """Test the best-validation and the final model once, then write summary.json (last: it means done)."""
+    assert run.data.test is not None and run.run_dir is not None
     test_loader = builders.make_loader(run.data.test, run.cfg, train=False, device=run.device,
                                        normalization=run.data.normalization, rank=run.env.rank,
                                        world_size=run.env.world_size)
-    test = {"num_classes": len(run.data.classes), "amp_dtype": run.amp, "tta": run.cfg.eval.tta}
-    final = evaluate(run.net, test_loader, **test)
+    test = {"num_classes": len(run.data.classes), "amp_dtype": run.amp, "tta": run.cfg.eval.tta,
+            "progress": run.logger is not None and run.logger.interactive, "what": "test"}
+    final = evaluate_model(run.eval_net, test_loader, **test)
     best = final
     if run.state.best_step != run.state.step:
-        best_net = copy.deepcopy(run.net)
-        best_net.load_state_dict(read_checkpoint(run.checkpoints / "best.pt")["model"])
-        best = evaluate(best_net, test_loader, **test)
-    s = run.state
-    summary = {
+        best_net = copy.deepcopy(run.eval_net)
+        best_net.load_state_dict(_selected_weights(read_checkpoint(run.checkpoints / "best.pt"), run))
+        best = evaluate_model(best_net, test_loader, **test)
+    summary = _summary(run, best, final, wall_start)
+    if run.env.is_main:
+        assert run.logger is not None
+        run.logger.close()  # the bar stays at its last state; TensorBoard's last events are flushed
+        write_summary(run.run_dir, summary)
+        selected = f"best-validation model, step {run.state.best_step}" if run.val_loader is not None else \
+            "final model; no validation split"
+        both = f", {100 * summary['test_acc_final']:.2f}% (final model)" if run.val_loader is not None else ""
+        run.logger.info("test accuracy %.2f%% (%s)%s; %s", 100 * summary["test_acc"], selected, both, run.run_dir)
+    return summary
+
+
+def _selected_weights(ckpt: dict[str, Any], run: Run) -> dict[str, Any]:
+    """The weights that were evaluated in a checkpoint: a hook's evaluated model (e.g. the average), else the net."""
+    for hook in run.hooks:
+        weights = ckpt.get("hooks", {}).get(hook.name, {}).get("eval_model")
+        if weights is not None and hook.eval_model(run) is not None:
+            return weights
+    return ckpt["model"]
+
+
+def _summary(run: Run, best: dict[str, Any], final: dict[str, Any], wall_start: float) -> dict[str, Any]:
+    s, cfg = run.state, run.cfg
+    return {
         "best_val_acc": s.best_val_acc, "best_step": s.best_step,
         "test_acc": best["acc"], "test_loss": best["loss"], "test_acc_final": final["acc"],
         "test_loss_final": final["loss"], "final_train_acc": s.final_train_acc,
         **_model_size(run), "steps": s.step, "epochs": round(s.step / run.steps_per_epoch, 4),
         "train_time_s": s.train_time_s, "wall_time_s": time.perf_counter() - wall_start,
         "images_per_s": s.images_seen / max(s.step_time_s, 1e-9),
-        "model": run.cfg.model.name, "data": run.cfg.data.name, "recipe": run.cfg.recipe, "seed": run.cfg.train.seed,
-        "device": str(run.device), "world_size": run.env.world_size,
+        "model": cfg.model.name, "data": cfg.data.name, "recipe": cfg.recipe, "seed": cfg.train.seed,
+        "device": str(run.device), "world_size": run.env.world_size, "stopped_early": run.stop_reason,
+        "amp": run.provenance.get("amp"), "compile": run.provenance.get("compile"), "provenance": run.provenance,
     }
-    if run.env.is_main:
-        write_summary(run.run_dir, summary)
-        assert run.logger is not None
-        run.logger.info("test accuracy %.2f%% (best-validation model, step %d), %.2f%% (final model); %s",
-                        100 * summary["test_acc"], s.best_step, 100 * summary["test_acc_final"], run.run_dir)
-    return summary
-
-
-# --------------------------------------------------------------------------------------- building a run
-
-
-def _build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path, ckpt: dict[str, Any] | None,
-               stop: StopSignals) -> Run:
-    """Data, model, optimizer, schedule, loaders; restored from `ckpt` when resuming."""
-    seed_everything(cfg.train.seed)
-    with in_turn(env, enabled=cfg.data.download):  # never two downloads into one folder at once
-        data = builders.build_data(cfg)
-    net = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes))
-    net.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
-    net = convert_sync_batchnorm(net, env, device, cfg.dist.sync_bn)
-    loader_args = {"device": device, "normalization": data.normalization, "rank": env.rank,
-                   "world_size": env.world_size}
-    train_loader = builders.make_loader(data.train, cfg, train=True, **loader_args)
-    val_loader = builders.make_loader(data.val, cfg, train=False, **loader_args) if data.val is not None else None
-    steps_per_epoch = len(train_loader)
-    total_iters = cfg.train.iters or cfg.train.epochs * steps_per_epoch
-    lr = builders.scaled_lr(cfg, env.world_size)
-    amp = builders.amp_dtype(cfg.train.amp, device)
-    run = Run(cfg=cfg, env=env, device=device, run_dir=run_dir, data=data, net=net, model=_wrap(net, cfg, env, device),
-              optimizer=builders.build_optimizer(net, cfg, lr, device),
-              schedule=LRSchedule(cfg.schedule, lr, total_iters),
-              scaler=_grad_scaler(device, amp),
-              criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), amp=amp,
-              train_loader=train_loader, val_loader=val_loader,
-              train_metrics=Metrics(len(data.classes), device=device), total_iters=total_iters,
-              steps_per_epoch=steps_per_epoch, state=TrainState(), stop=stop,
-              finite=torch.ones((), dtype=torch.bool, device=device))
-    if ckpt is not None:
-        _restore(run, ckpt)
-    elif env.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
-    barrier()
-    run.logger = RunLogger(run_dir if env.is_main else None, total_iters, run.state.step, cfg.train.quiet)
-    return run
-
-
-def _grad_scaler(device: torch.device, amp: torch.dtype | None) -> torch.amp.GradScaler:
-    # fp16 needs loss scaling (its range is small); bf16 and float32 do not, and a disabled scaler is a no-op.
-    enabled = amp == torch.float16
-    return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)
-
-
-def _wrap(net: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> nn.Module:
-    model = net
-    if env.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if builders.use_compile(cfg.train.compile, device):
-        model = torch.compile(model)
-    return model
 
 
 # -------------------------------------------------------------------------------------- loop helpers
@@ -316,9 +275,10 @@ def _announce(run: Run) -> None:
     if run.logger is None:
         return
     val = len(d.val) if d.val is not None else 0
-    run.logger.info("%s on %s (%d train / %d val / %d test, %d classes), %s, %d threads; %d iterations "
-                    "(%.2f epochs of %d, batch %d)", cfg.model.name, cfg.data.name, len(d.train), val, len(d.test),
-                    len(d.classes), run.device, torch.get_num_threads(), run.total_iters,
+    run.logger.info("%s on %s (%d train / %d val / %d test, %d classes), %s, %d threads, amp %s, compile %s; %d "
+                    "iterations (%.2f epochs of %d, batch %d)", cfg.model.name, cfg.data.name, len(d.train), val,
+                    len(d.test) if d.test is not None else 0, len(d.classes), run.device, torch.get_num_threads(),
+                    run.provenance.get("amp"), "on" if run.provenance.get("compile") else "off", run.total_iters,
                     run.total_iters / run.steps_per_epoch, run.steps_per_epoch, cfg.data.batch_size)
     world = run.env.world_size
     if world > 1:
@@ -329,10 +289,12 @@ def _announce(run: Run) -> None:
     if run.state.step:
         run.logger.info("resuming %s at step %d", run.run_dir, run.state.step)
     if run.val_loader is None:
-        run.logger.info("no validation split (data.val_size=0): best.pt is the last model, test_acc the final one's")
+        run.logger.info("no validation split (data.val_size=0): best.pt is the last model, and the test accuracy "
+                        "reported is the final model's")
 
 
-def _set_train_mode(run: Run) -> None:
+def set_train_mode(run: Run) -> None:
+    """The model in training mode, BatchNorm layers in eval mode when train.freeze_bn."""
     run.model.train()
     if run.cfg.train.freeze_bn:
         # BatchNorm in eval mode normalizes with, and keeps, its running statistics (fine-tuning, small batches).
@@ -343,7 +305,7 @@ def _set_train_mode(run: Run) -> None:
 
 def _is_eval_point(run: Run, step: int) -> bool:
     every = run.cfg.train.eval_every or run.steps_per_epoch
-    return step % every == 0 or step >= run.total_iters
+    return step % every == 0 or step >= run.total_iters or run.stop_reason is not None
 
 
 def _start_period(run: Run, now: float) -> None:
@@ -362,15 +324,15 @@ def _loop_time(run: Run) -> float:
     return run.clock["loop_base"] + time.perf_counter() - run.clock["loop_start"]
 
 
-def _log_progress(run: Run) -> None:
+def _progress_message(run: Run) -> None:
+    """A progress line between metrics rows (no bar: stderr is not a terminal); the running interval's numbers."""
     _check_finite(run)
     train = run.train_metrics.compute()
     elapsed = time.perf_counter() - run.clock["period_start"]
-    steps = max(1.0, run.state.step - run.clock["period_step"])
-    if run.logger is not None:
-        run.logger.progress(run.state.step, {"loss": train["loss"], "acc": train["acc"], "lr": run.state.lr,
-                                             "images_per_s": run.clock["period_images"] / max(elapsed, 1e-9),
-                                             "s_per_step": elapsed / steps})
+    assert run.logger is not None
+    run.logger.progress({"step": run.state.step, "lr": run.state.lr, "train_loss": train["loss"],
+                         "train_acc": train["acc"], "images_per_s": run.clock["period_images"] / max(elapsed, 1e-9)})
+    run.clock["last_message"] = time.perf_counter()
 
 
 def _check_finite(run: Run) -> None:
@@ -380,9 +342,9 @@ def _check_finite(run: Run) -> None:
     state_ok = torch.stack([t.isfinite().all() for t in tensors]).all()
     bad = any_rank(not bool(run.finite & state_ok), run.device)
     if bad:
-        raise TrainingFailed(f"the loss became NaN or infinite before step {run.state.step} (lr {run.state.lr:.3g}); "
-                             f"{run.checkpoints / 'last.pt'} keeps the last good state; lower optim.lr or set "
-                             "train.grad_clip")
+        where = f"; {run.checkpoints / 'last.pt'} keeps the last good state" if run.run_dir is not None else ""
+        raise TrainingFailed(f"the loss became NaN or infinite before step {run.state.step} (lr {run.state.lr:.3g})"
+                             f"{where}; lower optim.lr or set train.grad_clip")
 
 
 def _stop_signal(run: Run) -> int | None:
@@ -400,12 +362,13 @@ def _interrupt(run: Run, signum: int) -> None:
     _check_finite(run)
     _close_period(run)
     run.state.train_time_s = _loop_time(run)
-    state = _checkpoint_state(run)  # on every rank: it reduces the partial train metrics
-    if run.env.is_main:
+    state = checkpoint_state(run)  # on every rank: it reduces the partial train metrics
+    if run.env.is_main and run.run_dir is not None:
         save_checkpoint(run.checkpoints / "last.pt", state)
-        log.info("stopped by signal %d at step %d; checkpoint saved, continue with --resume", signum, run.state.step)
     barrier()
-    raise Interrupted(signum)
+    where = f"checkpoint saved ({run.checkpoints / 'last.pt'}), continue with --resume" if run.run_dir else \
+        "nothing saved"
+    raise Interrupted(signum, f"interrupted by signal {signum} at step {run.state.step}; {where}")
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -422,8 +385,8 @@ def _save_checkpoints(run: Run, val_acc: float | None) -> None:
     if improved:
         s.best_val_acc, s.best_step = val_acc, s.step
     dropped = _update_top_k(run, val_acc)
-    state = _checkpoint_state(run)  # on every rank: it reduces the partial train metrics
-    if not run.env.is_main:
+    state = checkpoint_state(run)  # on every rank: it reduces the partial train metrics
+    if not run.env.is_main or run.run_dir is None:
         barrier()
         return
     if improved:
@@ -446,53 +409,8 @@ def _update_top_k(run: Run, val_acc: float | None) -> list[int]:
     return [int(step) for _, step in ranked[k:]]
 
 
-def _checkpoint_state(run: Run) -> dict[str, Any]:
-    """Everything to resume from; call it on every rank (rank 0 saves it)."""
-    d = run.data
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": run.net.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.schedule.state_dict(),
-        "scaler": run.scaler.state_dict(),
-        "step": run.state.step,
-        "epoch": run.state.step / run.steps_per_epoch,
-        "best": {"val_acc": run.state.best_val_acc, "step": run.state.best_step},
-        "progress": asdict(run.state),
-        "rng": capture_rng(),
-        "loader": run.train_loader.state_dict(),
-        # The partial interval, summed over ranks: the next row averages the same steps on any world size.
-        "metrics": all_reduce_sum(run.train_metrics.state_dict(), run.device),
-        "world_size": run.env.world_size,
-        "config": config_to_dict(run.cfg),
-        "classes": list(d.classes),
-        "normalization": d.normalization,
-        "in_chans": d.in_chans,
-        "image_size": run.cfg.data.resize or d.image_size,
-        "num_classes": len(d.classes),
-        "train_time_s": run.state.train_time_s,
-    }
-
-
-def _restore(run: Run, ckpt: dict[str, Any]) -> None:
-    """Put the run back where `ckpt` was taken (RNG last: building the run consumed random numbers)."""
-    check_resume_world_size(ckpt.get("world_size", 1), run.env, run.cfg.dist.batch_size)
-    run.net.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.schedule.load_state_dict(ckpt["scheduler"])
-    if ckpt["scaler"]:
-        run.scaler.load_state_dict(ckpt["scaler"])
-    run.train_loader.load_state_dict(ckpt["loader"])  # counts global batches: the same on any world size
-    run.state = TrainState(**ckpt["progress"])
-    if run.env.is_main:  # the saved sums are over all ranks (add them once); one writer of metrics.jsonl
-        run.train_metrics.load_state_dict(ckpt["metrics"])
-        truncate_metrics(run.run_dir, run.state.step)
-    restore_rng(ckpt["rng"])
-
-
 def _model_size(run: Run) -> dict[str, Any]:
     """Parameters and multiply-accumulates per image (models.summarize) of the trained network."""
-
     size = run.cfg.data.resize or run.data.image_size
     net = copy.deepcopy(run.net).cpu().eval()
     try:

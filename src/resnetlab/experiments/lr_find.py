@@ -1,37 +1,44 @@
 """The learning-rate range test (Smith 2017, "Cyclical Learning Rates"; popularised by fastai's `lr_find`).
 
-The lr grows exponentially from `lr_min` to `lr_max`, one value per iteration of the recipe's own train loader,
-model and optimizer; the loss is smoothed with a bias-corrected exponential moving average (beta 0.98, as
-fastai) and the test stops early once the smoothed loss exceeds 4x the best one (it has diverged).
+The lr grows exponentially from `lr_min` to `lr_max`, one value per iteration of the recipe's own run (data,
+model, optimizer and training step, built and stepped by the engine); the loss is smoothed with a bias-corrected
+exponential moving average (beta 0.98, as fastai) and the test stops once it has diverged (`diverged`).
 
 Suggestion rule: the lr where the smoothed loss falls fastest, i.e. the most negative slope of smoothed loss
 against log10(lr), searched between the first few iterations (noisy while the average warms up) and the
 minimum of the loss (past it the loss rises). When the loss never falls, the fallback is fastai's other rule,
 the lr of the minimum loss divided by 10 (kept inside the swept range).
 
-The model and optimizer are left exactly as they were (weights, BatchNorm statistics, gradients, optimizer
-state and lr, the loader's position and the RNG states are saved before and restored after).
+How the suggestion relates to a one-cycle schedule (`schedule.name=onecycle`, Smith & Topin 2017): use it as
+`optim.lr`, the peak of the cycle, which starts at lr / div_factor. The lr of the loss minimum (`minimum_lr`)
+is an upper bound: there the loss is about to rise, and a one-cycle peak near it tends to diverge.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from matplotlib.figure import Figure
 
+from resnetlab.engine.builders import select_device
+from resnetlab.engine.config import Config
+from resnetlab.engine.distributed import DistEnv, collective_failures, destroy_distributed, init_distributed
+from resnetlab.engine.run import Hook, Run, build_run
+from resnetlab.engine.runtime import process_settings
+from resnetlab.engine.trainer import set_train_mode, train_step
 from resnetlab.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 SMOOTHING = 0.98  # EMA factor of the loss (fastai's default)
 DIVERGE = 4.0  # stop once the smoothed loss exceeds this multiple of the best one
+DIVERGE_WINDOW = 5  # or once this many raw losses in a row exceed twice the best, a decade of lr past it
 SKIP_START = 10  # first iterations never suggested (the EMA is still warming up): at most 10, at most n/10
 
 
@@ -53,56 +60,98 @@ class LRFindResult:
     lrs: list[float]
     losses: list[float]
     rule: str  # "steepest descent" or "minimum / 10"
+    minimum_lr: float  # the lr of the lowest smoothed loss: an upper bound for a one-cycle peak
 
 
-def lr_find(cfg: Any, out: str | Path = "lr_find.png", iters: int = 200, lr_min: float = 1e-5,
-            lr_max: float = 10.0) -> LRFindResult:
+def lr_find(cfg: Config, out: str | Path = "lr_find.png", iters: int = 200, lr_min: float = 1e-5,
+            lr_max: float = 10.0, hooks: Sequence[Hook] = ()) -> LRFindResult:
     """Run the range test on the recipe's data, model and optimizer, plot it, suggest an lr.
+
+    The run is built and stepped by the engine (`build_run`, `train_step`), so the test honours every setting
+    `resnetlab train` does (gradient clipping, frozen BatchNorm, compile, fp16 loss scaling, torchrun); nothing
+    is written but the PNG, and the test split is never loaded.
 
     Args:
         cfg: a resolved `Config` (e.g. from `load_config(recipe, overrides)`).
         out: where the PNG of loss against lr goes.
         iters: iterations of the test (the lr grows from lr_min to lr_max over them).
         lr_min: the first lr; lr_max: the last.
+        hooks: extra hooks on the training path (see `resnetlab.engine.run.Hook`).
 
     Returns:
-        LRFindResult (suggested_lr, plot, lrs, losses, rule).
+        LRFindResult (suggested_lr, plot, lrs, losses, rule, minimum_lr).
 
     Raises:
         UserError: bad range or iterations, or anything the recipe's data or model cannot be built from.
     """
-    from resnetlab.engine import builders
-
     check_range(iters, lr_min, lr_max)
-    device = builders.select_device(cfg.train.device)
-    threads = torch.get_num_threads()
-    builders.configure_threads(cfg.train.threads)
+    env = DistEnv.from_environ()
+    device = select_device(cfg.train.device, env.local_rank)
+    init_distributed(env, device, cfg.dist.timeout_s)
     try:
-        torch.manual_seed(cfg.train.seed)
-        curve = _range_test(cfg, device, iters, lr_min, lr_max)
+        with process_settings(cfg, device, env.is_main) as stop, collective_failures(env, cfg.dist.timeout_s):
+            run = build_run(cfg, env, device, None, None, stop, hooks, with_test=False)
+            logger.info("lr range test: %s on %s, lr %.1e -> %.1e over %d iterations", cfg.model.name, cfg.data.name,
+                        lr_min, lr_max, iters)
+            curve = _range_test(run, iters, lr_min, lr_max)
     finally:
-        torch.set_num_threads(threads)
+        destroy_distributed()
     suggested, rule = suggest_lr(curve.lrs, curve.losses)
-    plot = plot_lr_find(curve, suggested, rule, Path(out), title=f"{cfg.model.name} on {cfg.data.name}")
-    return LRFindResult(suggested_lr=suggested, plot=plot, lrs=curve.lrs, losses=curve.losses, rule=rule)
+    minimum = curve.lrs[min(range(len(curve.losses)), key=curve.losses.__getitem__)]
+    plot = plot_lr_find(curve, suggested, rule, Path(out), title=f"{cfg.model.name} on {cfg.data.name}") \
+        if env.is_main else Path(out)
+    return LRFindResult(suggested_lr=suggested, plot=plot, lrs=curve.lrs, losses=curve.losses, rule=rule,
+                        minimum_lr=minimum)
 
 
-def _range_test(cfg: Any, device: torch.device, iters: int, lr_min: float, lr_max: float) -> LRCurve:
-    """Build the recipe's data, model and optimizer (as the trainer does) and run the range test on them."""
-    from resnetlab.engine import builders
+class ExponentialRange:
+    """The range test's schedule: lr_min * (lr_max / lr_min) ** (step / (iters - 1)), in place of the recipe's."""
 
-    data = builders.build_data(cfg)
-    loader = builders.make_loader(data.train, cfg, train=True, device=device, normalization=data.normalization)
-    model = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes))
-    model.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
-    optimizer = builders.build_optimizer(model, cfg, cfg.optim.lr, device)
-    amp = builders.amp_dtype(cfg.train.amp, device)
-    logger.info("lr range test: %s on %s, lr %.1e -> %.1e over %d iterations", cfg.model.name, cfg.data.name,
-                lr_min, lr_max, iters)
-    # fp16 would need a GradScaler; the test only needs the loss's shape, so it runs fp16 setups in float32.
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
-    return lr_find_model(model, optimizer, loader, loss_fn=loss_fn, iters=iters, lr_min=lr_min, lr_max=lr_max,
-                         amp_dtype=amp if amp == torch.bfloat16 else None)
+    def __init__(self, iters: int, lr_min: float, lr_max: float) -> None:
+        self.iters, self.lr_min, self.lr_max = iters, lr_min, lr_max
+
+    def lr_at(self, step: int) -> float:
+        return self.lr_min * (self.lr_max / self.lr_min) ** (step / (self.iters - 1))
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
+        lr = self.lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+
+def _range_test(run: Run, iters: int, lr_min: float, lr_max: float) -> LRCurve:
+    """Step the run with an exponentially growing lr until `iters` steps or divergence; the smoothed losses."""
+    run.schedule = ExponentialRange(iters, lr_min, lr_max)
+    lrs, losses, raw = [], [], []
+    average, best, best_lr = 0.0, math.inf, lr_min
+    set_train_mode(run)
+    for i, (x, y) in zip(range(iters), _forever(run.train_loader), strict=False):
+        loss = train_step(run, x, y)
+        value = float(loss.detach())  # one host sync per step: the test needs every loss
+        if not math.isfinite(value):
+            break
+        average = SMOOTHING * average + (1 - SMOOTHING) * value
+        smoothed = average / (1 - SMOOTHING ** (i + 1))
+        lrs.append(run.state.lr)
+        losses.append(smoothed)
+        raw.append(value)
+        if smoothed < best:
+            best, best_lr = smoothed, run.state.lr
+        if diverged(smoothed, best, raw[-DIVERGE_WINDOW:], run.state.lr, best_lr):
+            break
+    if len(lrs) < iters:
+        logger.info("the loss diverged at lr %.2g; stopped after %d of %d iterations", lrs[-1] if lrs else lr_min,
+                    len(lrs), iters)
+    return LRCurve(lrs=lrs, losses=losses, raw_losses=raw)
+
+
+def diverged(smoothed: float, best: float, recent: list[float], lr: float, best_lr: float) -> bool:
+    """Whether the test can stop: the smoothed loss is over 4x its best (fastai's rule), or, a decade of lr past
+    the best loss, each of the last DIVERGE_WINDOW losses is over twice the best (a net that blew up often
+    settles near chance level, under 4x the best, where the smoothed loss would take long to get)."""
+    settled_high = len(recent) >= DIVERGE_WINDOW and min(recent) > 2 * best
+    return smoothed > DIVERGE * best or (lr > 10 * best_lr and settled_high)
 
 
 def check_range(iters: int, lr_min: float, lr_max: float) -> None:
@@ -111,63 +160,6 @@ def check_range(iters: int, lr_min: float, lr_max: float) -> None:
         raise UserError(f"--iters must be at least 10 for a range test (default 200); got {iters}")
     if not 0 < lr_min < lr_max:
         raise UserError(f"the lr range must satisfy 0 < --lr-min < --lr-max; got {lr_min} and {lr_max}")
-
-
-def lr_find_model(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Iterable[Any], *,
-                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None, iters: int = 200,
-                  lr_min: float = 1e-5, lr_max: float = 10.0, amp_dtype: torch.dtype | None = None) -> LRCurve:
-    """The range test on an existing model and optimizer, which are restored exactly afterwards.
-
-    Every parameter group gets the same lr at each iteration. The loader is iterated again when one pass
-    is shorter than `iters`; its position is restored too when it has `state_dict()` (our Loader does).
-
-    Args:
-        model: the network (in place; put on its device already).
-        optimizer: its optimizer.
-        loader: yields (inputs, targets) on the model's device.
-        loss_fn: defaults to cross-entropy.
-        iters, lr_min, lr_max: the lr at iteration i is lr_min * (lr_max / lr_min) ** (i / (iters - 1)).
-        amp_dtype: autocast dtype (bf16) or None for full precision.
-
-    Returns:
-        LRCurve; shorter than `iters` when the loss diverged.
-    """
-    check_range(iters, lr_min, lr_max)
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    saved = _snapshot(model, optimizer, loader)
-    lrs, losses, raw = [], [], []
-    batches = _forever(loader)
-    try:
-        model.train()
-        average, best = 0.0, math.inf
-        device_type = next(model.parameters()).device.type
-        for i, (inputs, targets) in zip(range(iters), batches, strict=False):
-            lr = lr_min * (lr_max / lr_min) ** (i / (iters - 1))
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = loss_fn(model(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                break
-            average = SMOOTHING * average + (1 - SMOOTHING) * value
-            smoothed = average / (1 - SMOOTHING ** (i + 1))
-            lrs.append(lr)
-            losses.append(smoothed)
-            raw.append(value)
-            best = min(best, smoothed)
-            if smoothed > DIVERGE * best:
-                break
-    finally:
-        batches.close()  # finish the loader's iteration now, not at garbage collection after the restore
-        _restore(model, optimizer, loader, saved)
-    if len(lrs) < iters:
-        logger.info("the loss diverged at lr %.2g; stopped after %d of %d iterations", lrs[-1] if lrs else lr_min,
-                    len(lrs), iters)
-    return LRCurve(lrs=lrs, losses=losses, raw_losses=raw)
 
 
 def suggest_lr(lrs: list[float], losses: list[float]) -> tuple[float, str]:
@@ -187,8 +179,6 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> tuple[float, str]:
 
 def plot_lr_find(curve: LRCurve, suggested: float, rule: str, out: Path, *, title: str = "") -> Path:
     """Loss (raw, faint; smoothed, bold) against lr on a log axis with the suggestion marked; returns `out`."""
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     ax.plot(curve.lrs, curve.raw_losses, color="C0", alpha=0.25, linewidth=0.8, label="loss")
@@ -224,28 +214,3 @@ def _forever(loader: Iterable[Any]) -> Iterator[Any]:
             yield batch
         if empty:
             raise UserError("the train loader yields no batch; lower data.batch_size")
-
-
-def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any) -> dict[str, Any]:
-    return {
-        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "grads": [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()],
-        "training": model.training,
-        "optimizer": copy.deepcopy(optimizer.state_dict()),
-        "loader": copy.deepcopy(loader.state_dict()) if hasattr(loader, "state_dict") else None,
-        "rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any, saved: dict[str, Any]) -> None:
-    model.load_state_dict(saved["model"])
-    for param, grad in zip(model.parameters(), saved["grads"], strict=True):
-        param.grad = grad
-    model.train(saved["training"])
-    optimizer.load_state_dict(saved["optimizer"])
-    if saved["loader"] is not None:
-        loader.load_state_dict(saved["loader"])
-    torch.set_rng_state(saved["rng"])
-    if saved["cuda_rng"] is not None:
-        torch.cuda.set_rng_state_all(saved["cuda_rng"])

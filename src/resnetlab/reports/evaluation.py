@@ -6,27 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from resnetlab.engine.evaluate import score_run
+from resnetlab.engine.evaluate import score
 from resnetlab.reports import plots
 
 
-def evaluate_run(path: Path | str, split: str = "test", tta: bool = False,
-                 data_dir: Path | str | None = None) -> dict[str, Any]:
-    """Metrics of a run's best checkpoint (or any checkpoint) on one split, with their files and plots.
-
-    Writes eval_<split>.json, confusion_<split>.csv, plots/confusion_<split>.png and plots/wrong_<split>.png into
-    the run directory (or next to a checkpoint outside a run directory).
+def evaluate_run(path: Path | str, split: str = "test", tta: bool = False, *, data: str | None = None,
+                 data_dir: Path | str | None = None, device: str = "auto",
+                 batch_size: int | None = None) -> dict[str, Any]:
+    """`resnetlab.evaluate` (see there), plus plots/confusion_<tag>.png and plots/wrong_<tag>.png.
 
     Returns:
-        `Metrics.compute()` with per-class rows, plus split, tta, checkpoint, step and the files written.
+        The metrics with per-class rows, split, tta, checkpoint, step and the files written.
     """
-    scored = score_run(path, split=split, tta=tta, data_dir=data_dir)
-    result, out = scored.result, scored.out_dir
+    scored = score(path, split, data, tta, data_dir=data_dir, device=device, batch_size=batch_size)
+    result, out, tag = scored.result, scored.out_dir, scored.tag
     classes = [row["class"] for row in result["per_class"]]
-    title = f"{result['model']} on {plots.short_data_name(result['data'])} {split}"
+    title = f"{result['model']} on {plots.short_data_name(result['data'])} {split}" + (" (flip TTA)" if tta else "")
     result["files"]["confusion plot"] = str(plots.plot_confusion(result["confusion_matrix"], classes,
-                                                                 out / "plots" / f"confusion_{split}.png",
-                                                                 title=title))
+                                                                 out / "plots" / f"confusion_{tag}.png", title=title))
     result["files"]["wrong predictions"] = str(plots.plot_wrong(scored.images, scored.targets, scored.scores, classes,
-                                                                out / "plots" / f"wrong_{split}.png"))
+                                                                out / "plots" / f"wrong_{tag}.png"))
     return result

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from resnetlab.errors import UserError
-from resnetlab.models import create_model, list_models, load_weights, register_model
+from resnetlab.models import catalog, cifar, create_model, imagenet, list_models, load_weights, register_model, registry
 from resnetlab.models.registry import read_state_dict
 
 ALL_NAMES = [
@@ -24,6 +24,54 @@ def test_list_models_in_natural_order_and_by_pattern() -> None:
     assert list_models("plain*") == ["plain20", "plain32", "plain44", "plain56", "plain110"]
     assert list_models("resnet1?") == ["resnet18"]
     assert list_models("nothing*") == []
+
+
+def test_the_catalog_names_the_registered_zoo() -> None:
+    """One source of truth: the torch-free name tables give the builders of cifar.py and imagenet.py."""
+    assert catalog.model_names() == list_models() == ALL_NAMES
+    assert catalog.model_names("plain*") == list_models("plain*")
+    assert set(cifar.BUILDERS) == set(catalog.CIFAR_MODELS)
+    assert set(imagenet.BUILDERS) == set(catalog.IMAGENET_MODELS)
+    assert all(builder.__name__ == name for name, builder in {**cifar.BUILDERS, **imagenet.BUILDERS}.items())
+
+
+@pytest.mark.parametrize("name", ["resnet1202", "plain110", "resnet1001", "resnet34", "resnet152"])
+def test_the_catalog_says_what_is_built(name: str) -> None:
+    model = create_model(name)
+    blocks = [m for m in model.modules() if isinstance(m, cifar.BasicBlock | cifar.Bottleneck)]
+    if name in catalog.CIFAR_MODELS:
+        spec = catalog.CIFAR_MODELS[name]
+        per_block = 2 if spec.block == "basic" else 3
+        assert per_block * len(blocks) + 2 == spec.depth
+        assert all(b.residual == spec.residual for b in blocks)
+    else:
+        spec = catalog.IMAGENET_MODELS[name]
+        assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == list(spec.layers)
+    assert all(type(b) is cifar.BLOCKS[spec.block] for b in blocks)
+
+
+def test_num_classes_defaults_to_the_models_own() -> None:
+    """None = the natural default: 10 for the CIFAR nets, 1000 for the ImageNet ResNets (torchvision, timm)."""
+    assert create_model("resnet20").fc.out_features == 10
+    assert create_model("plain20").fc.out_features == 10
+    assert create_model("resnet18").fc.out_features == 1000
+    assert create_model("resnet18", stem="cifar").fc.out_features == 1000
+    assert create_model("resnet18", num_classes=None).fc.out_features == 1000
+    assert create_model("resnet18", num_classes=10).fc.out_features == 10
+    assert create_model("resnet20", num_classes=100).fc.out_features == 100
+
+
+def test_a_user_model_without_a_default_needs_num_classes() -> None:
+    def resnetlab_test_tiny(*, num_classes: int, in_chans: int = 3) -> torch.nn.Module:
+        return torch.nn.Conv2d(in_chans, num_classes, 1)
+
+    register_model(resnetlab_test_tiny)
+    try:
+        assert create_model("resnetlab_test_tiny", num_classes=4).out_channels == 4
+        with pytest.raises(UserError, match="^resnetlab_test_tiny has no default number of classes; pass num_"):
+            create_model("resnetlab_test_tiny")
+    finally:
+        del registry._MODELS["resnetlab_test_tiny"]
 
 
 def test_the_package_exports_the_registry() -> None:

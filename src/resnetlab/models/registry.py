@@ -1,7 +1,9 @@
 """The model registry: a plain dict from name to builder (as torchvision's `_api.py`), and `create_model`.
 
-Builders register themselves with `@register_model`; registering a name twice is an error. A builder takes
-keyword-only `num_classes`, `in_chans` and its own options; `create_model` checks options against the
+The dict starts with the zoo's builders (`cifar.BUILDERS`, `imagenet.BUILDERS`, made from the name tables in
+`catalog.py`); `@register_model` adds a user's own, and registering a name twice is an error. A builder takes
+keyword-only `num_classes`, `in_chans` and its own options; its `num_classes` default is the model's natural
+one (10 for the CIFAR nets, 1000 for the ImageNet ResNets). `create_model` checks options against the
 builder's signature and optionally loads weights (ours or torchvision's), adapting the classifier and a
 3-channel first conv.
 """
@@ -11,18 +13,31 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from resnetlab.errors import UserError
+from resnetlab.models import cifar, imagenet
+from resnetlab.models.catalog import natural_key
+from resnetlab.models.cifar import ModelBuilder
 
 log = logging.getLogger(__name__)
 
-ModelBuilder = Callable[..., nn.Module]
-_MODELS: dict[str, ModelBuilder] = {}
+__all__ = ["ModelBuilder", "create_model", "get_builder", "list_models", "load_weights", "read_state_dict",
+           "register_model"]
+
+
+def _zoo() -> dict[str, ModelBuilder]:
+    clash = sorted(set(cifar.BUILDERS) & set(imagenet.BUILDERS))
+    if clash:
+        raise ValueError(f"model {clash[0]!r} is defined by both the CIFAR and the ImageNet table")
+    return {**cifar.BUILDERS, **imagenet.BUILDERS}
+
+
+_MODELS: dict[str, ModelBuilder] = _zoo()
 
 
 def register_model(fn: ModelBuilder) -> ModelBuilder:
@@ -36,26 +51,25 @@ def register_model(fn: ModelBuilder) -> ModelBuilder:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching the shell-style `pattern`, in natural order (resnet20 before resnet110)."""
-    _import_families()
     names = [n for n in _MODELS if fnmatch.fnmatchcase(n, pattern)]
-    return sorted(names, key=_natural_key)
+    return sorted(names, key=natural_key)
 
 
 def get_builder(name: str) -> ModelBuilder:
     """The builder registered as `name`, or a UserError that lists the known names."""
-    _import_families()
     if name not in _MODELS:
         raise UserError(f"unknown model {name!r}; known models: {' '.join(list_models())}")
     return _MODELS[name]
 
 
-def create_model(name: str, *, num_classes: int = 10, in_chans: int = 3, weights: str | Path | None = None,
-                 **options: object) -> nn.Module:
+def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3,
+                 weights: str | Path | None = None, **options: object) -> nn.Module:
     """Build the registered model `name`, optionally starting from a weights file.
 
     Args:
         name: a name from `list_models()`.
-        num_classes: outputs of the classifier.
+        num_classes: outputs of the classifier; None = the model's natural default: 10 for the CIFAR nets
+            (CIFAR-10), 1000 for the ImageNet ResNets (ImageNet, as torchvision and timm).
         in_chans: channels of the input images.
         weights: a state dict file (ours or torchvision's) or one of our checkpoints (a dict whose "model" is
             the state dict). A classifier of another size is replaced by a freshly initialised one and a
@@ -70,7 +84,11 @@ def create_model(name: str, *, num_classes: int = 10, in_chans: int = 3, weights
     """
     builder = get_builder(name)
     _check_options(name, builder, options)
-    model = builder(num_classes=num_classes, in_chans=in_chans, **options)
+    if num_classes is not None:
+        options = {"num_classes": num_classes, **options}
+    elif inspect.signature(builder).parameters["num_classes"].default is inspect.Parameter.empty:
+        raise UserError(f"{name} has no default number of classes; pass num_classes")
+    model = builder(in_chans=in_chans, **options)
     if weights is not None:
         load_weights(model, weights)
     return model
@@ -143,14 +161,3 @@ def _check_options(name: str, builder: ModelBuilder, options: Mapping[str, objec
     if unknown:
         hint = f"valid options: {', '.join(valid)}" if valid else f"{name} takes no options"
         raise UserError(f"unknown option {unknown[0]!r} for {name}; {hint}")
-
-
-def _natural_key(name: str) -> tuple[str, int]:
-    stem = name.rstrip("0123456789")
-    digits = name[len(stem):]
-    return stem, int(digits) if digits else -1
-
-
-def _import_families() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from resnetlab.models import cifar, imagenet  # noqa: F401

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+from support.enginekit import cli_args
 
 from resnetlab.errors import UserError
 from resnetlab.models import catalog, cifar, create_model, imagenet, list_models, load_weights, register_model, registry
@@ -172,5 +175,56 @@ def test_missing_corrupt_and_mismatched_weights_raise_a_user_error(tmp_path: Pat
 def test_weights_loading_never_runs_code(tmp_path: Path) -> None:
     # weights_only=True: a pickle that would build an arbitrary object is refused, not executed.
     torch.save({"model": create_model("resnet20")}, tmp_path / "whole.pt")
-    with pytest.raises(UserError, match="cannot read weights file"):
+    with pytest.raises(UserError, match=r"whole.pt is not a weights file \(refused: it contains code"):
         load_weights(create_model("resnet20"), tmp_path / "whole.pt")
+
+
+class _Payload:
+    """Unpickling this calls Path.mkdir(target): the side effect shows whether the code ran."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return Path.mkdir, (self.target,)
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_pickle_that_runs_code_is_refused_and_never_run(tmp_path: Path, protocol: int) -> None:
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Payload(tmp_path / "ran"), protocol=protocol))
+    with pytest.raises(UserError) as info:
+        read_state_dict(evil)
+    message = str(info.value)
+    assert message.startswith(f"{evil} is not a weights file (refused: it contains code") and "\n" not in message
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_directory_or_an_image_as_weights_is_named(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=f"^weights path {tmp_path} is a directory; pass a file"):
+        create_model("resnet20", weights=tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat.jpg")
+    for name, kind in (("cat.png", "PNG"), ("cat.jpg", "JPEG")):
+        with pytest.raises(UserError, match=rf"^{tmp_path / name} is not a weights file \(it is a {kind} image\); "):
+            create_model("resnet20", weights=tmp_path / name)
+    (tmp_path / "notes.txt").write_text("resnet20 weights are elsewhere\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=r"notes.txt is not a weights file \(not the format of torch.save\)"):
+        read_state_dict(tmp_path / "notes.txt")
+    with pytest.raises(UserError, match="empty.pt is empty"):
+        read_state_dict(tmp_path / "empty.pt")
+
+
+@pytest.mark.parametrize(("kind", "words"), [("dir", "is a directory; pass a file"),
+                                             ("png", "is not a weights file (it is a PNG image)")])
+def test_train_with_bad_weights_says_what_they_are_in_one_line(tiny_root, tmp_path: Path, run_cli, kind: str,
+                                                                words: str) -> None:
+    weights = tmp_path / "w"
+    weights.mkdir()
+    if kind == "png":
+        weights = tmp_path / "w.png"
+        Image.new("L", (8, 8)).save(weights)
+    code, out, err = run_cli(*cli_args(tiny_root, tmp_path / "run"), "--weights", weights)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("resnetlab: error: ") and words in err, err

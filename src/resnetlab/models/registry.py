@@ -13,6 +13,9 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import logging
+import pickletools
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,6 +28,14 @@ from resnetlab.models.catalog import natural_key
 from resnetlab.models.cifar import ModelBuilder
 
 log = logging.getLogger(__name__)
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6; older files are one pickle (b"\x80\x02...")
+_OTHER_FORMATS = (  # file signatures of what people pass as weights by mistake
+    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"), (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"RIFF", "a RIFF file (WebP image?)"),
+    (b"\x1f\x8b", "a gzip file"), (b"\x89HDF", "an HDF5 file (Keras?)"),
+)
+_CALLING_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"})
 
 __all__ = ["ModelBuilder", "create_model", "get_builder", "list_models", "load_weights", "read_state_dict",
            "register_model"]
@@ -101,21 +112,59 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict in a weights or checkpoint file, read with `weights_only=True` (it never runs code)."""
+    """The state dict in a weights or checkpoint file, read with `weights_only=True` (it never runs code).
+
+    Raises:
+        UserError: one line saying what `path` is instead: missing, a directory, empty, truncated, an image, a
+            pickle that would run code (refused), or no state dict.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"weights path {path} is a directory; pass a file: a state dict or checkpoint saved with "
+                        "torch.save")
     if not path.is_file():
         raise UserError(f"weights file {path} not found; pass a state dict or checkpoint saved with torch.save")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle of protocol > 2 warns before it fails: one line is enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip, pickle and unpickler errors all mean "not a readable weights file"
-        raise UserError(f"cannot read weights file {path} ({type(exc).__name__}); is it truncated or not a "
-                        "state dict saved with torch.save?") from exc
+        raise UserError(_unreadable(path, exc)) from exc
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]  # one of our checkpoints
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path} holds no state dict; pass a file saved with torch.save(model.state_dict(), ...)")
     # State dicts saved from a DDP-wrapped or compiled model carry a prefix on every key.
     return {_strip_wrappers(key): value for key, value in obj.items()}
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused `path`, as one line that says what to do."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    save_hint = "pass a state dict or checkpoint saved with torch.save"
+    kind = next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), None)
+    if not head:
+        return f"weights file {path} is empty; {save_hint}"
+    if kind is not None:
+        return f"{path} is not a weights file (it is {kind}); {save_hint}"
+    if re.search("unsupported global", str(exc), re.IGNORECASE) or (head[:1] == b"\x80" and _pickle_calls(path)):
+        return (f"{path} is not a weights file (refused: it contains code, e.g. a whole pickled model, which "
+                "weights_only loading never runs); save model.state_dict() instead, or load it yourself only if "
+                "you trust its source")
+    if head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80" or isinstance(exc, EOFError):
+        return (f"cannot read weights file {path} ({type(exc).__name__}); is it truncated or not a state dict "
+                "saved with torch.save?")
+    return f"{path} is not a weights file (not the format of torch.save); {save_hint}"
+
+
+def _pickle_calls(path: Path) -> bool:
+    """Whether the (first) pickle in `path` builds objects by calling code (imports a global or reduces)."""
+    with path.open("rb") as f:
+        try:
+            return any(op.name in _CALLING_OPCODES for op, _, _ in pickletools.genops(f))
+        except Exception:  # a truncated or garbled pickle: nothing certain to report
+            return False
 
 
 def _strip_wrappers(key: str) -> str:

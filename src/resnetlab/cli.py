@@ -141,7 +141,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from resnetlab.engine.export import export_checkpoint
 
-    print(export_checkpoint(args.checkpoint, args.format, args.out))
+    print(export_checkpoint(args.checkpoint, args.format, args.out, include_preprocessing=args.include_preprocessing))
     return 0
 
 
@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--format", choices=["onnx", "pt2"], required=True)
     p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--include-preprocessing", action="store_true",
+                   help="the graph takes uint8 NCHW images at the run's stored size and returns probabilities "
+                   "(/255, normalization and the run's resize inside it); default: normalized floats in, logits out")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sweep", help="grid x seeds of runs, ending in a mean ± std table and figures")

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from support.evalkit import write_checkpoint
 
+import resnetlab.engine.predict as predict_module
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.export import export_checkpoint
 from resnetlab.engine.predict import load_image, predict_logits, stored_size
@@ -99,8 +100,12 @@ def _preprocessing_checkpoint(tmp_path, case: str):
     return write_checkpoint(tmp_path / f"{case}.pt", **kwargs), sides
 
 
-def _images_and_expected(ckpt, side: int, tmp_path):
-    """uint8 images decoded from files as `resnetlab predict` decodes them, and predict's probabilities."""
+def _images_and_expected(ckpt, side: int, tmp_path, monkeypatch):
+    """uint8 images decoded from files as `resnetlab predict` decodes them, and predict's probabilities.
+
+    Predict runs on the CPU here, as the exported graphs do: a GPU's TF32 convolutions would differ by ~1e-4.
+    """
+    monkeypatch.setattr(predict_module, "select_device", lambda name: torch.device("cpu"))
     model, info = load_checkpoint(ckpt)
     in_chans = int(info["in_chans"])
     gen = torch.Generator().manual_seed(side)
@@ -115,14 +120,15 @@ def _images_and_expected(ckpt, side: int, tmp_path):
 
 
 @pytest.mark.parametrize("case", list(PREPROCESSING_CASES))
-def test_pt2_with_preprocessing_takes_uint8_and_gives_predicts_probabilities(tmp_path, run_cli, case) -> None:
+def test_pt2_with_preprocessing_takes_uint8_and_gives_predicts_probabilities(tmp_path, run_cli, monkeypatch,
+                                                                             case) -> None:
     ckpt, sides = _preprocessing_checkpoint(tmp_path, case)
     out = tmp_path / "model.pt2"
     code, stdout, _ = run_cli("export", ckpt, "--format", "pt2", "--out", out, "--include-preprocessing")
     assert code == 0 and stdout.strip() == str(out)
     program = torch.export.load(out).module()
     for side in sides:
-        images, expected = _images_and_expected(ckpt, side, tmp_path)
+        images, expected = _images_and_expected(ckpt, side, tmp_path, monkeypatch)
         probs = program(images)
         torch.testing.assert_close(probs, expected, rtol=0, atol=1e-5)
         torch.testing.assert_close(program(images[:1]), expected[:1], rtol=0, atol=1e-5)  # dynamic batch
@@ -135,7 +141,7 @@ def test_pt2_with_preprocessing_takes_uint8_and_gives_predicts_probabilities(tmp
 
 @pytest.mark.slow  # the ONNX exporter's graph passes take ~10 s per export on 2 cores
 @pytest.mark.parametrize("case", list(PREPROCESSING_CASES))
-def test_onnx_with_preprocessing_gives_predicts_probabilities_in_onnxruntime(tmp_path, case) -> None:
+def test_onnx_with_preprocessing_gives_predicts_probabilities_in_onnxruntime(tmp_path, monkeypatch, case) -> None:
     ort = pytest.importorskip("onnxruntime")
     ckpt, sides = _preprocessing_checkpoint(tmp_path, case)
     out = export_checkpoint(ckpt, "onnx", tmp_path / "model.onnx", include_preprocessing=True)
@@ -143,7 +149,7 @@ def test_onnx_with_preprocessing_gives_predicts_probabilities_in_onnxruntime(tmp
     assert [(i.name, i.type) for i in session.get_inputs()] == [("images", "tensor(uint8)")]
     assert [o.name for o in session.get_outputs()] == ["probabilities"]
     for side in sides:
-        images, expected = _images_and_expected(ckpt, side, tmp_path)
+        images, expected = _images_and_expected(ckpt, side, tmp_path, monkeypatch)
         (probs,) = session.run(None, {"images": images.numpy()})
         torch.testing.assert_close(torch.from_numpy(probs), expected, rtol=0, atol=1e-5)
 

@@ -56,7 +56,7 @@ def _quiet_exporter() -> Iterator[io.StringIO]:
             logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
             # Height and width share one dynamic side; the ONNX exporter warns that it names the axis once.
-            warnings.filterwarnings("ignore", message="The axis name: .* will not be used")
+            warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
             yield chatter
     finally:
         for logger, level in zip(loggers, levels, strict=True):

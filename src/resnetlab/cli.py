@@ -1,7 +1,8 @@
 """The `resnetlab` command: argparse subcommands that only parse and call the library.
 
 Exit codes: 0 ok, 2 bad input (one line on stderr, no traceback), 1 failure at run time,
-128 + signal number after SIGINT/SIGTERM once the checkpoint is saved.
+128 + signal number after SIGINT/SIGTERM once the checkpoint is saved, 141 (128 + SIGPIPE) without a word when
+the reader of stdout went away (`resnetlab summary resnet20 | head`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from resnetlab.engine.config import DEFAULT_RECIPE
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
 from resnetlab.version import __version__
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE (13): what a shell reports for `yes | head`
 
 # `resnetlab train` flags and the dotted config keys they set (the rest goes through --set key=value).
 TRAIN_FLAGS = {
@@ -45,9 +48,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from resnetlab.models import list_models
+    from resnetlab.models.catalog import model_names  # the name tables only: no torch (~2 s) for a list
 
-    names = list_models(args.pattern)
+    names = model_names(args.pattern)
     if not names:
         raise UserError(f"no model matches {args.pattern!r}; 'resnetlab models' lists them all")
     print("\n".join(names))
@@ -60,7 +63,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
     options = _parse_pairs(args.option, "--option")
     model = create_model(args.model, num_classes=args.num_classes, in_chans=args.in_chans, **options)
-    size = args.image_size or model.default_image_size
+    size = args.image_size if args.image_size is not None else model.default_image_size
     result = summarize(model, (1, args.in_chans, size, size))
     print(result.text)
     return 0
@@ -151,7 +154,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from resnetlab.engine.export import export_checkpoint
 
-    print(export_checkpoint(args.checkpoint, args.format, args.out))
+    print(export_checkpoint(args.checkpoint, args.format, args.out, include_preprocessing=args.include_preprocessing))
     return 0
 
 
@@ -196,9 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer output shapes and parameters; totals: parameters and MACs")
     p.add_argument("model")
-    p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("--image-size", type=int, default=None, help="default: 32 for CIFAR nets, 224 otherwise")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--in-chans", type=_positive_int, default=3)
+    p.add_argument("--image-size", type=_positive_int, default=None, help="default: 32 for CIFAR nets, 224 otherwise")
+    p.add_argument("--num-classes", type=_positive_int, default=None,
+                   help="default: the model's own, 10 for CIFAR nets, 1000 for the ImageNet ResNets")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model option, e.g. shortcut=B or stem=cifar (repeatable)")
     p.set_defaults(func=cmd_summary)
@@ -258,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--format", choices=["onnx", "pt2"], required=True)
     p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--include-preprocessing", action="store_true",
+                   help="the graph takes uint8 NCHW images at the run's stored size and returns probabilities "
+                   "(/255, normalization and the run's resize inside it); default: normalized floats in, logits out")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("sweep", help="grid x seeds of runs, ending in a mean ± std table and figures")
@@ -291,6 +298,17 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="any config key, e.g. optim.weight_decay=1e-4 (repeatable; see --print-config)")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (sizes and counts; 0 would silently mean "default" or fail deep inside)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, object]:
     import yaml
 
@@ -303,12 +321,30 @@ def _parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, object]:
     return options
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is left cannot fail again.
+
+    The recipe of the Python docs ("Note on SIGPIPE", signal module): Python ignores SIGPIPE, so a write to a
+    closed pipe raises BrokenPipeError instead of ending the process quietly as `cat` or `ls` would end.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured in tests); nothing is left to flush
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
     logging.basicConfig(format="resnetlab: %(message)s", level=logging.INFO, stream=sys.stderr)
     try:
         args = build_parser().parse_args(argv)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here rather than in the interpreter's final flush
+        return code
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except UserError as exc:
         print(f"resnetlab: error: {exc}", file=sys.stderr)
         return 2

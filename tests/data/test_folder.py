@@ -143,3 +143,34 @@ def test_read_image_single_file(flat_folder):
     path, pixels = flat_folder
     image = read_image(path / "dog" / "z.png", channels=3)
     assert torch.equal(image, torch.from_numpy(pixels[("dog", "z.png")]).permute(2, 0, 1))
+
+
+def _grey16(h: int = 6, w: int = 80) -> np.ndarray:
+    """A horizontal 16-bit gradient over nearly the whole range (94..65508, the values of the bug report)."""
+    return np.tile(np.linspace(94, 65508, w).round().astype(np.uint16), (h, 1))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_grey_is_scaled_not_saturated(tmp_path, mode: str, channels: int):
+    values = _grey16()
+    dtype = "<u2" if mode == "I;16" else ">u2"
+    path = tmp_path / ("g16.png" if mode == "I;16" else "g16.tif")  # PNG stores I;16; TIFF keeps big-endian
+    Image.frombytes(mode, values.shape[::-1], values.astype(dtype).tobytes()).save(path)
+    assert Image.open(path).mode == mode
+    image = read_image(path, channels=channels)
+    assert image.shape == (channels, *values.shape)
+    row = image[0, 0].to(torch.int64)
+    assert bool((row[1:] >= row[:-1]).all()) and int(row[0]) == 0 and int(row[-1]) == 255  # follows the gradient
+    expected = torch.from_numpy(np.round(values / 257).astype(np.int64))
+    assert int((image.to(torch.int64) - expected).abs().max()) <= 1
+    assert float((image == 255).double().mean()) < 0.05  # was 99% white
+
+
+def test_16_bit_grey_loads_into_an_image_folder(tmp_path):
+    values = _grey16(4, 4)
+    for cls in ("a", "b"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        Image.frombytes("I;16", (4, 4), values.astype("<u2").tobytes()).save(tmp_path / "d" / cls / "x.png")
+    images = load_dataset(f"imagefolder:{tmp_path / 'd'}", channels=1).images
+    assert images.dtype == torch.uint8 and torch.equal(images[0, 0], torch.from_numpy(np.round(values / 257)).byte())

@@ -30,6 +30,14 @@ def test_torchvision_weights_load_unchanged_and_give_identical_outputs(name: str
         assert torch.equal(ours(x), reference(x))
 
 
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_default_classes_are_torchvisions(name: str) -> None:
+    """create_model(name) without num_classes is torchvision's net: 1000 ImageNet classes."""
+    ours, theirs = create_model(name), getattr(torchvision.models, name)(weights=None)
+    assert ours.fc.out_features == theirs.fc.out_features == 1000
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+
+
 def test_torchvision_resnet18_into_a_one_channel_ten_class_net(tmp_path: Path, caplog) -> None:
     torch.manual_seed(0)
     reference = torchvision.models.resnet18(weights=None)
@@ -54,7 +62,7 @@ def test_torchvision_resnet18_into_a_one_channel_ten_class_net(tmp_path: Path, c
 
 @pytest.mark.parametrize(("stem", "size", "params"), [("cifar", 32, 11_173_962), ("imagenet", 224, 11_181_642)])
 def test_stems(stem: str, size: int, params: int) -> None:
-    model = create_model("resnet18", stem=stem)
+    model = create_model("resnet18", stem=stem, num_classes=10)
     assert sum(p.numel() for p in model.parameters()) == params
     assert model.default_image_size == size
     model.eval()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+from support.enginekit import cli_args
 
 from resnetlab.errors import UserError
-from resnetlab.models import create_model, list_models, load_weights, register_model
+from resnetlab.models import catalog, cifar, create_model, imagenet, list_models, load_weights, register_model, registry
 from resnetlab.models.registry import read_state_dict
 
 ALL_NAMES = [
@@ -24,6 +27,54 @@ def test_list_models_in_natural_order_and_by_pattern() -> None:
     assert list_models("plain*") == ["plain20", "plain32", "plain44", "plain56", "plain110"]
     assert list_models("resnet1?") == ["resnet18"]
     assert list_models("nothing*") == []
+
+
+def test_the_catalog_names_the_registered_zoo() -> None:
+    """One source of truth: the torch-free name tables give the builders of cifar.py and imagenet.py."""
+    assert catalog.model_names() == list_models() == ALL_NAMES
+    assert catalog.model_names("plain*") == list_models("plain*")
+    assert set(cifar.BUILDERS) == set(catalog.CIFAR_MODELS)
+    assert set(imagenet.BUILDERS) == set(catalog.IMAGENET_MODELS)
+    assert all(builder.__name__ == name for name, builder in {**cifar.BUILDERS, **imagenet.BUILDERS}.items())
+
+
+@pytest.mark.parametrize("name", ["resnet1202", "plain110", "resnet1001", "resnet34", "resnet152"])
+def test_the_catalog_says_what_is_built(name: str) -> None:
+    model = create_model(name)
+    blocks = [m for m in model.modules() if isinstance(m, cifar.BasicBlock | cifar.Bottleneck)]
+    if name in catalog.CIFAR_MODELS:
+        spec = catalog.CIFAR_MODELS[name]
+        per_block = 2 if spec.block == "basic" else 3
+        assert per_block * len(blocks) + 2 == spec.depth
+        assert all(b.residual == spec.residual for b in blocks)
+    else:
+        spec = catalog.IMAGENET_MODELS[name]
+        assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == list(spec.layers)
+    assert all(type(b) is cifar.BLOCKS[spec.block] for b in blocks)
+
+
+def test_num_classes_defaults_to_the_models_own() -> None:
+    """None = the natural default: 10 for the CIFAR nets, 1000 for the ImageNet ResNets (torchvision, timm)."""
+    assert create_model("resnet20").fc.out_features == 10
+    assert create_model("plain20").fc.out_features == 10
+    assert create_model("resnet18").fc.out_features == 1000
+    assert create_model("resnet18", stem="cifar").fc.out_features == 1000
+    assert create_model("resnet18", num_classes=None).fc.out_features == 1000
+    assert create_model("resnet18", num_classes=10).fc.out_features == 10
+    assert create_model("resnet20", num_classes=100).fc.out_features == 100
+
+
+def test_a_user_model_without_a_default_needs_num_classes() -> None:
+    def resnetlab_test_tiny(*, num_classes: int, in_chans: int = 3) -> torch.nn.Module:
+        return torch.nn.Conv2d(in_chans, num_classes, 1)
+
+    register_model(resnetlab_test_tiny)
+    try:
+        assert create_model("resnetlab_test_tiny", num_classes=4).out_channels == 4
+        with pytest.raises(UserError, match="^resnetlab_test_tiny has no default number of classes; pass num_"):
+            create_model("resnetlab_test_tiny")
+    finally:
+        del registry._MODELS["resnetlab_test_tiny"]
 
 
 def test_the_package_exports_the_registry() -> None:
@@ -124,5 +175,56 @@ def test_missing_corrupt_and_mismatched_weights_raise_a_user_error(tmp_path: Pat
 def test_weights_loading_never_runs_code(tmp_path: Path) -> None:
     # weights_only=True: a pickle that would build an arbitrary object is refused, not executed.
     torch.save({"model": create_model("resnet20")}, tmp_path / "whole.pt")
-    with pytest.raises(UserError, match="cannot read weights file"):
+    with pytest.raises(UserError, match=r"whole.pt is not a weights file \(refused: it contains code"):
         load_weights(create_model("resnet20"), tmp_path / "whole.pt")
+
+
+class _Payload:
+    """Unpickling this calls Path.mkdir(target): the side effect shows whether the code ran."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return Path.mkdir, (self.target,)
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_pickle_that_runs_code_is_refused_and_never_run(tmp_path: Path, protocol: int) -> None:
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Payload(tmp_path / "ran"), protocol=protocol))
+    with pytest.raises(UserError) as info:
+        read_state_dict(evil)
+    message = str(info.value)
+    assert message.startswith(f"{evil} is not a weights file (refused: it contains code") and "\n" not in message
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_directory_or_an_image_as_weights_is_named(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=f"^weights path {tmp_path} is a directory; pass a file"):
+        create_model("resnet20", weights=tmp_path)
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat.jpg")
+    for name, kind in (("cat.png", "PNG"), ("cat.jpg", "JPEG")):
+        with pytest.raises(UserError, match=rf"^{tmp_path / name} is not a weights file \(it is a {kind} image\); "):
+            create_model("resnet20", weights=tmp_path / name)
+    (tmp_path / "notes.txt").write_text("resnet20 weights are elsewhere\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=r"notes.txt is not a weights file \(not the format of torch.save\)"):
+        read_state_dict(tmp_path / "notes.txt")
+    with pytest.raises(UserError, match="empty.pt is empty"):
+        read_state_dict(tmp_path / "empty.pt")
+
+
+@pytest.mark.parametrize(("kind", "words"), [("dir", "is a directory; pass a file"),
+                                             ("png", "is not a weights file (it is a PNG image)")])
+def test_train_with_bad_weights_says_what_they_are_in_one_line(tiny_root, tmp_path: Path, run_cli, kind: str,
+                                                                words: str) -> None:
+    weights = tmp_path / "w"
+    weights.mkdir()
+    if kind == "png":
+        weights = tmp_path / "w.png"
+        Image.new("L", (8, 8)).save(weights)
+    code, out, err = run_cli(*cli_args(tiny_root, tmp_path / "run"), "--weights", weights)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith("resnetlab: error: ") and words in err, err

@@ -23,14 +23,20 @@ def _perturb_batchnorm(model: torch.nn.Module, seed: int) -> None:
             module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
 
 
-def write_checkpoint(path: Path, *, in_chans: int = 1, image_size: int = 16, overrides: tuple[str, ...] = ()) -> Path:
-    """A resnet20 checkpoint in our format with random weights (no training needed)."""
+def write_checkpoint(path: Path, *, in_chans: int = 1, image_size: int = 16, overrides: tuple[str, ...] = (),
+                     normalization: dict | None = None) -> Path:
+    """A resnet20 checkpoint in our format with random weights (no training needed).
+
+    `image_size` is what the model sees (data.resize when the overrides set it); `normalization` defaults to a
+    per-channel mean 0.25 and std 0.5.
+    """
     cfg = load_config(None, ["model.name=resnet20", *overrides])
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=len(CLASSES), in_chans=in_chans)
     _perturb_batchnorm(model, 1)
     state = {"model": model.state_dict(), "config": config_to_dict(cfg), "classes": CLASSES,
-             "normalization": {"mean": [0.25] * in_chans, "std": [0.5] * in_chans}, "in_chans": in_chans,
+             "normalization": normalization or {"mean": [0.25] * in_chans, "std": [0.5] * in_chans},
+             "in_chans": in_chans,
              "image_size": image_size, "num_classes": len(CLASSES), "step": 7, "epoch": 1, "best": None,
              "format_version": FORMAT_VERSION}
     return save_checkpoint(path, state)

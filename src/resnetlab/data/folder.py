@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 SPLIT_FOLDERS = ("train", "val", "test")
 DEFAULT_MAX_GB = 8.0  # in-memory limit for decoded image folders; $RESNETLAB_MAX_DATA_GB overrides it
+# PIL's modes of 16-bit grey images (PNG, TIFF; older Pillow opens a 16-bit PNG as 32-bit "I"). PIL's convert("L")
+# clips them at 255 instead of scaling: a 16-bit scan of values 94..65508 came out 99.4% white.
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
 @dataclass(frozen=True)
@@ -92,14 +95,18 @@ def read_image(path: str | os.PathLike, *, image_size: int | None = None, channe
     """Decode one image to a uint8 (C, H, W) tensor.
 
     Greyscale becomes RGB by repetition, RGBA drops alpha, RGB becomes grey by ITU-R 601-2 luma (PIL's
-    conversions). With `image_size`, the shorter side is resized to it (bilinear, antialiased) and the
-    centered square is cut out, as torchvision's Resize(size) + CenterCrop(size).
+    conversions). 16-bit grey is scaled to 8 bits (value * 255 / 65535, rounded); 16-bit RGB comes from PIL as
+    8 bits already (the high byte, within 1 of the scaled value). With `image_size`, the shorter side is resized
+    to it (bilinear, antialiased) and the centered square is cut out, as torchvision's Resize(size) +
+    CenterCrop(size).
 
     Raises:
         UserError: the file is missing, truncated or not an image (the message names it).
     """
     try:
         with Image.open(path) as img:
+            if img.mode in SIXTEEN_BIT_MODES:
+                img = _grey16_to_8bit(img)
             img = img.convert("L" if channels == 1 else "RGB")
             if image_size is not None and img.size != (image_size, image_size):
                 new_h, new_w, top, left = center_crop_box(img.height, img.width, image_size)
@@ -110,6 +117,12 @@ def read_image(path: str | os.PathLike, *, image_size: int | None = None, channe
         raise UserError(f"{path} is not a readable image ({exc}); fix or remove it") from exc
     tensor = torch.from_numpy(array)
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
+
+
+def _grey16_to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit grey image as 8-bit "L": round(value * 255 / 65535), in integers (values outside 0..65535 clip)."""
+    values = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
 
 
 def _max_bytes(max_bytes: int | None) -> int:

@@ -1,8 +1,17 @@
 """Export a checkpoint's network for deployment: ONNX (onnxruntime, browsers, TensorRT) or torch.export (.pt2).
 
-The exported graph takes the *normalized* image batch (B, C, H, W), like the model in Python; the checkpoint's
-normalization statistics are written next to the file (FILE.json) with the class names, so a deployment can
-prepare its input exactly as `resnetlab predict` does. The batch dimension is dynamic.
+By default the exported graph takes the *normalized* image batch (B, C, H, W) and returns logits, like the model
+in Python; the checkpoint's normalization statistics are written next to the file (FILE.json) with the class
+names, so a deployment can prepare its input exactly as `resnetlab predict` does.
+
+With `include_preprocessing` the graph takes what a deployment has: uint8 images (B, C, S, S) at the run's stored
+size S, and returns probabilities (softmax). Inside it: pixel / 255, the normalization (per-channel mean/std or
+the per-pixel mean of `data.normalize=pixel`) and the on-device resize of the run (`data.resize`), computed as
+the evaluation Loader computes them (`resnetlab.data.loader.BatchTransform`), so the probabilities equal those
+of `resnetlab predict` for the same pixels. A run that resized images of their own size (`data.resize` without
+`data.image_size`) has no fixed stored size: its graph takes square images of any side.
+
+The batch dimension is dynamic. FILE.json says which input (dtype, shape) and which output the graph has.
 """
 
 from __future__ import annotations
@@ -11,14 +20,18 @@ import contextlib
 import io
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from resnetlab.data.loader import BatchTransform
 from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.engine.predict import stored_size
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -26,7 +39,8 @@ log = logging.getLogger(__name__)
 FORMATS = ("onnx", "pt2")
 EXAMPLE_BATCH = 2  # torch.export specialises a dimension of size 1; any other size keeps the batch dynamic
 MAX_BATCH = 65536
-INPUT_NAME, OUTPUT_NAME = "images", "logits"
+MAX_SIDE = 8192  # the largest square side a graph without a fixed stored size takes
+INPUT_NAME, OUTPUT_NAME, PROBS_NAME = "images", "logits", "probabilities"
 # The ONNX exporter's libraries log every rewrite at INFO; under the CLI (INFO on stderr) that is noise.
 _CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._export")
 
@@ -40,7 +54,9 @@ def _quiet_exporter() -> Iterator[io.StringIO]:
     try:
         for logger in loggers:
             logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
-        with contextlib.redirect_stdout(chatter):
+        with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+            # Height and width share one dynamic side; the ONNX exporter warns that it names the axis once.
+            warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
             yield chatter
     finally:
         for logger, level in zip(loggers, levels, strict=True):
@@ -56,13 +72,103 @@ def _require_onnx() -> None:
                         "pip install 'resnetlab[export]'") from None
 
 
+class Preprocessed(nn.Module):
+    """uint8 images (B, C, H, W) -> class probabilities (B, K): /255, normalize, resize, the model, softmax.
+
+    The arithmetic of the evaluation Loader (`BatchTransform.apply`): one fused multiply-add with a scale of
+    1 / (255 std) and an offset of -mean / std per stored value, then a bilinear resize (align_corners=False).
+
+    Args:
+        model: the network (eval mode).
+        scale: (C, H, W), or (C, 1, 1) for per-channel statistics.
+        offset: the same shape as `scale`.
+        resize: the side the model sees, or None for no resize.
+        antialias: antialias the resize (the Loader does when it shrinks).
+    """
+
+    def __init__(self, model: nn.Module, scale: torch.Tensor, offset: torch.Tensor, resize: int | None,
+                 antialias: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("scale", scale)
+        self.register_buffer("offset", offset)
+        self.resize = resize
+        self.antialias = antialias
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.addcmul(self.offset, images.to(self.scale.dtype), self.scale)  # (B, C, H, W) normalized
+        if self.resize is not None:
+            x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False,
+                              antialias=self.antialias)  # (B, C, R, R)
+        return self.model(x).softmax(dim=1)  # (B, K)
+
+
+def with_preprocessing(model: nn.Module, info: dict[str, Any]) -> tuple[Preprocessed, int | None]:
+    """`model` wrapped to take uint8 images as the checkpoint's run stored them, and their side (None = any).
+
+    Without a fixed stored size the resize is always antialiased: for a shrink that is what the Loader does, and
+    for an enlargement antialiased bilinear equals plain bilinear (measured within 1e-6), so one graph serves every
+    side.
+    """
+    in_chans = int(info["in_chans"])
+    side = stored_size(info)
+    resize = info["config"].get("data", {}).get("resize")
+    stats = info["normalization"]
+    transform = BatchTransform(None, mean=torch.tensor(stats["mean"], dtype=torch.float64),
+                               std=torch.tensor(stats["std"], dtype=torch.float64),
+                               image_shape=(in_chans, side or 1, side or 1))  # (H, W, C) scale and offset
+    scale, offset = (t.permute(2, 0, 1).contiguous() for t in (transform.scale, transform.offset))
+    if side is None:
+        return Preprocessed(model, scale, offset, int(resize), antialias=True), None
+    if resize is not None and int(resize) == side:
+        resize = None  # the Loader skips a resize to the same size
+    antialias = resize is not None and int(resize) < side
+    return Preprocessed(model, scale, offset, None if resize is None else int(resize), antialias), side
+
+
 def _example_input(info: dict[str, Any]) -> torch.Tensor:
     size = int(info.get("image_size") or 32)
     generator = torch.Generator().manual_seed(0)
     return torch.randn(EXAMPLE_BATCH, int(info["in_chans"]), size, size, generator=generator)
 
 
-def export_model(model: nn.Module, example: torch.Tensor, fmt: str, out: Path | str) -> Path:
+def _example_images(in_chans: int, side: int | None, resize: int | None) -> torch.Tensor:
+    side = side or 2 * int(resize or 16)  # any side will do when it is dynamic; not the resize (a no-op there)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (EXAMPLE_BATCH, in_chans, side, side), generator=generator, dtype=torch.uint8)
+
+
+def check_out(out: Path | str, fmt: str) -> Path:
+    """`out` as a Path once it is known that a file can be written there (its folder is made if needed).
+
+    Raises:
+        UserError: `out` is a directory, lies under a file, or cannot be written (one line).
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name, e.g. {out / ('model.' + fmt)}")
+    meta = Path(f"{out}.json")
+    probes: list[Path] = []  # files made here to try, removed again
+    try:
+        blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise UserError(f"cannot write {out}: {blocker} is a file, not a folder; choose another --out")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for path in (out, meta):
+            if not path.exists():
+                probes.append(path)
+            with path.open("ab"):
+                pass
+    except OSError as exc:
+        raise UserError(f"cannot write {exc.filename or out} ({exc.strerror or exc}); choose another --out") from None
+    finally:
+        for path in probes:
+            path.unlink(missing_ok=True)
+    return out
+
+
+def export_model(model: nn.Module, example: torch.Tensor, fmt: str, out: Path | str, *,
+                 output_name: str = OUTPUT_NAME, dynamic_side: bool = False) -> Path:
     """Export `model` (in eval mode) traced on `example` with a dynamic batch dimension.
 
     Args:
@@ -70,6 +176,8 @@ def export_model(model: nn.Module, example: torch.Tensor, fmt: str, out: Path | 
         example: an input batch of the shape it will see (the batch size may differ later).
         fmt: "onnx" or "pt2".
         out: the file to write.
+        output_name: the name of the output in the ONNX graph.
+        dynamic_side: the height and width (one square side) are dynamic as well.
 
     Returns:
         The path written.
@@ -79,43 +187,78 @@ def export_model(model: nn.Module, example: torch.Tensor, fmt: str, out: Path | 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    dims: dict[int, Any] = {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}
+    if dynamic_side:
+        side = torch.export.Dim("side", min=2, max=MAX_SIDE)
+        dims.update({2: side, 3: side})
     if fmt == "pt2":
         with _quiet_exporter():
-            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            program = torch.export.export(model, (example,), dynamic_shapes=(dims,))
         torch.export.save(program, out)
         return out
     _require_onnx()
     with _quiet_exporter() as chatter:  # the exporter reports progress with print(); a library logs instead
-        torch.onnx.export(model, (example,), out, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_shapes=({0: batch},), external_data=False, dynamo=True)
+        torch.onnx.export(model, (example,), out, input_names=[INPUT_NAME], output_names=[output_name],
+                          dynamic_shapes=(dims,), external_data=False, dynamo=True)
     for line in chatter.getvalue().splitlines():
         log.debug("%s", line)
     return out
 
 
-def export_checkpoint(ckpt: Path | str, fmt: str, out: Path | str) -> Path:
-    """`resnetlab export CKPT --format onnx|pt2 --out FILE`.
+def export_checkpoint(ckpt: Path | str, fmt: str, out: Path | str, include_preprocessing: bool = False) -> Path:
+    """`resnetlab export CKPT --format onnx|pt2 --out FILE [--include-preprocessing]`.
 
     Args:
         ckpt: a checkpoint file or a run directory (its best.pt).
         fmt: "onnx" (needs the `export` extra) or "pt2" (torch.export).
-        out: the file to write; FILE.json next to it gets the classes and normalization.
+        out: the file to write; FILE.json next to it gets the classes, normalization and the graph's input and
+            output.
+        include_preprocessing: the graph takes uint8 images at the run's stored size and returns probabilities
+            (division by 255, normalization and the run's resize inside); else normalized floats in, logits out.
 
     Returns:
         The exported file's path.
+
+    Raises:
+        UserError: unknown format, missing ONNX packages, a bad checkpoint, or an `out` that cannot be written.
     """
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         _require_onnx()  # before the (slower) checkpoint load
+    out = check_out(out, fmt)
     model, info = load_checkpoint(ckpt)
-    out = export_model(model, _example_input(info), fmt, out)
-    meta = {"input": INPUT_NAME, "output": OUTPUT_NAME, "layout": "NCHW",
-            "in_chans": info["in_chans"], "image_size": info.get("image_size"), "classes": info["classes"],
-            "normalization": info["normalization"], "pixel_scale": "divide uint8 by 255, then (x - mean) / std",
-            "checkpoint": info.get("path")}
+    if include_preprocessing:
+        wrapped, side = with_preprocessing(model, info)
+        example = _example_images(int(info["in_chans"]), side, wrapped.resize)
+        out = export_model(wrapped, example, fmt, out, output_name=PROBS_NAME, dynamic_side=side is None)
+    else:
+        out = export_model(model, _example_input(info), fmt, out)
+    meta = _metadata(info, include_preprocessing)
     Path(f"{out}.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info("exported %s to %s (metadata in %s.json)", info.get("path"), out, out)
     return out
+
+
+def _metadata(info: dict[str, Any], include_preprocessing: bool) -> dict[str, Any]:
+    """FILE.json: what goes in and what comes out of the graph, the classes and the normalization."""
+    in_chans = int(info["in_chans"])
+    meta: dict[str, Any] = {"input": INPUT_NAME, "layout": "NCHW", "in_chans": in_chans}
+    if include_preprocessing:
+        side = stored_size(info)
+        resize = info["config"].get("data", {}).get("resize")
+        meta.update(
+            input_dtype="uint8", image_size=side,
+            input_shape=["batch", in_chans, side or "side", side or "side"],
+            output=PROBS_NAME, output_kind="probabilities (softmax over the classes; each row sums to 1)",
+            preprocessing="inside the graph: pixel / 255, (x - mean) / std"
+                          + (f", bilinear resize to {resize}x{resize} (antialiased when shrinking)" if resize else ""),
+        )
+    else:
+        size = info.get("image_size")
+        meta.update(input_dtype="float32", image_size=size, input_shape=["batch", in_chans, size, size],
+                    output=OUTPUT_NAME, output_kind="logits (apply softmax for probabilities)",
+                    pixel_scale="divide uint8 by 255, then (x - mean) / std")
+    meta.update(classes=info["classes"], normalization=info["normalization"], checkpoint=info.get("path"))
+    return meta

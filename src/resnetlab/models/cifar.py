@@ -2,7 +2,7 @@
 
 Reading order as torchvision's `resnet.py`: helpers -> shortcuts -> blocks -> stage and init helpers
 (shared with `imagenet.py`) -> `CifarResNet` -> one private builder -> the public variants, generated
-from a depth table.
+from the depth table in `catalog.py` (`BUILDERS`, which the registry reads).
 
 The CIFAR net: a 3x3 conv with 16 filters, then three stages of n blocks on 32x32, 16x16 and 8x8 maps with
 16, 32 and 64 filters (the first block of stages 2 and 3 subsamples with stride 2), global average pooling
@@ -23,14 +23,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnetlab.errors import UserError
-from resnetlab.models.registry import ModelBuilder, register_model
+from resnetlab.models.catalog import CIFAR_DEPTHS, CIFAR_MODELS, BlockName, CifarSpec
 
 Shortcut = Literal["A", "B"]
-BlockName = Literal["basic", "bottleneck"]
+ModelBuilder = Callable[..., nn.Module]  # keyword-only num_classes, in_chans and the model's own options
 
 CIFAR_IMAGE_SIZE = 32
 CIFAR_WIDTHS = (16, 32, 64)  # filters per stage, paper section 4.2
 CIFAR_STRIDES = (1, 2, 2)  # subsampling by the first conv of stages 2 and 3
+CIFAR_NUM_CLASSES = 10  # the natural default of the CIFAR nets (CIFAR-10)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -193,7 +194,7 @@ def init_weights(model: nn.Module, zero_init_residual: bool = False) -> None:
 class CifarResNet(nn.Module):
     """3x3 stem -> three stages of `num_blocks` blocks (16/32/64 planes) -> global average pool -> fc."""
 
-    def __init__(self, block: Block, num_blocks: int, *, num_classes: int = 10, in_chans: int = 3,
+    def __init__(self, block: Block, num_blocks: int, *, num_classes: int = CIFAR_NUM_CLASSES, in_chans: int = 3,
                  shortcut: Shortcut = "A", residual: bool = True, zero_init_residual: bool = False) -> None:
         super().__init__()
         self.default_image_size = CIFAR_IMAGE_SIZE
@@ -227,14 +228,10 @@ class CifarResNet(nn.Module):
 _LAYERS_PER_BLOCK = {"basic": 2, "bottleneck": 3}
 _DEFAULT_SHORTCUT: dict[str, Shortcut] = {"basic": "A", "bottleneck": "B"}
 
-# Depths of the named nets: paper Table 6 (basic blocks and their plain twins) and He et al. 2016b
-# Table 3 (bottleneck blocks).
-PAPER_DEPTHS: dict[str, tuple[int, ...]] = {"basic": (20, 32, 44, 56, 110, 1202), "bottleneck": (164, 1001)}
-PLAIN_DEPTHS = (20, 32, 44, 56, 110)
-
 
 def cifar_resnet(depth: int, block: BlockName = "basic", residual: bool = True, shortcut: Shortcut | None = None,
-                 num_classes: int = 10, in_chans: int = 3, zero_init_residual: bool = False) -> CifarResNet:
+                 num_classes: int = CIFAR_NUM_CLASSES, in_chans: int = 3,
+                 zero_init_residual: bool = False) -> CifarResNet:
     """A CIFAR ResNet (or its plain twin) of any valid depth.
 
     Args:
@@ -257,7 +254,7 @@ def cifar_resnet(depth: int, block: BlockName = "basic", residual: bool = True, 
         raise UserError(f"unknown block {block!r}; use one of: {', '.join(BLOCKS)}")
     per_stage = 3 * _LAYERS_PER_BLOCK[block]  # layers added by one more block in each of the 3 stages
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < per_stage + 2 or (depth - 2) % per_stage:
-        tries = ", ".join(str(d) for d in PAPER_DEPTHS[block])
+        tries = ", ".join(str(d) for d in CIFAR_DEPTHS[block])
         raise UserError(f"depth {depth} is not {per_stage}n+2 (n >= 1) for {block} blocks; try {tries}")
     if shortcut is not None and shortcut not in ("A", "B"):
         raise UserError(f"unknown shortcut {shortcut!r}; use 'A' (zero-padding identity) or 'B' (projection)")
@@ -276,17 +273,11 @@ def check_sizes(num_classes: int, in_chans: int) -> None:
             raise UserError(f"{name} must be a positive integer, got {value!r}")
 
 
-# The named variants as data: (name prefix, block, residual, depths). A name never changes the block
-# type: resnet56 is always 9 basic blocks per stage (the first tutorial silently made it a bottleneck net).
-_VARIANTS: tuple[tuple[str, BlockName, bool, tuple[int, ...]], ...] = (
-    ("resnet", "basic", True, PAPER_DEPTHS["basic"]),
-    ("plain", "basic", False, PLAIN_DEPTHS),
-    ("resnet", "bottleneck", True, PAPER_DEPTHS["bottleneck"]),
-)
+# The named variants are data (catalog.CIFAR_MODELS); each gets a builder with the options it can take.
 
 
 def _residual_variant(name: str, depth: int, block: BlockName) -> ModelBuilder:
-    def builder(*, num_classes: int = 10, in_chans: int = 3, shortcut: Shortcut | None = None,
+    def builder(*, num_classes: int = CIFAR_NUM_CLASSES, in_chans: int = 3, shortcut: Shortcut | None = None,
                 zero_init_residual: bool = False) -> CifarResNet:
         return cifar_resnet(depth, block, True, shortcut, num_classes, in_chans, zero_init_residual)
 
@@ -294,7 +285,7 @@ def _residual_variant(name: str, depth: int, block: BlockName) -> ModelBuilder:
 
 
 def _plain_variant(name: str, depth: int, block: BlockName) -> ModelBuilder:
-    def builder(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+    def builder(*, num_classes: int = CIFAR_NUM_CLASSES, in_chans: int = 3) -> CifarResNet:
         return cifar_resnet(depth, block, False, None, num_classes, in_chans)
 
     return _named(builder, name, f"Plain-{depth}: ResNet-{depth}'s layers without shortcuts (paper Fig. 6).")
@@ -306,11 +297,9 @@ def _named(builder: Callable[..., CifarResNet], name: str, doc: str) -> ModelBui
     return builder
 
 
-def _register_variants() -> None:
-    for prefix, block, residual, depths in _VARIANTS:
-        factory = _residual_variant if residual else _plain_variant
-        for depth in depths:
-            register_model(factory(f"{prefix}{depth}", depth, block))
+def _builder(name: str, spec: CifarSpec) -> ModelBuilder:
+    factory = _residual_variant if spec.residual else _plain_variant
+    return factory(name, spec.depth, spec.block)
 
 
-_register_variants()
+BUILDERS: dict[str, ModelBuilder] = {name: _builder(name, spec) for name, spec in CIFAR_MODELS.items()}

@@ -19,30 +19,31 @@ import torch
 from torch import nn
 
 from resnetlab.errors import UserError
+from resnetlab.models.catalog import IMAGENET_MODELS
 from resnetlab.models.cifar import (
+    BLOCKS,
     CIFAR_IMAGE_SIZE,
-    BasicBlock,
     Block,
-    Bottleneck,
+    ModelBuilder,
     check_sizes,
     conv3x3,
     init_weights,
     make_stage,
 )
-from resnetlab.models.registry import ModelBuilder, register_model
 
 Stem = Literal["imagenet", "cifar"]
 
 IMAGENET_IMAGE_SIZE = 224
 IMAGENET_WIDTHS = (64, 128, 256, 512)  # planes per stage, paper Table 1
 IMAGENET_STRIDES = (1, 2, 2, 2)
+IMAGENET_NUM_CLASSES = 1000  # the natural default of the ImageNet nets (as torchvision and timm)
 STEMS = ("imagenet", "cifar")
 
 
 class ResNet(nn.Module):
     """Stem -> four stages (64/128/256/512 planes) -> global average pool -> fc (paper Table 1)."""
 
-    def __init__(self, block: Block, layers: tuple[int, int, int, int], *, num_classes: int = 1000,
+    def __init__(self, block: Block, layers: tuple[int, int, int, int], *, num_classes: int = IMAGENET_NUM_CLASSES,
                  in_chans: int = 3, stem: Stem = "imagenet", zero_init_residual: bool = False) -> None:
         super().__init__()
         stem_planes = IMAGENET_WIDTHS[0]
@@ -75,27 +76,17 @@ class ResNet(nn.Module):
         return self.fc(x)  # (B, num_classes)
 
 
-# Blocks per stage, paper Table 1.
-_VARIANTS: dict[str, tuple[Block, tuple[int, int, int, int]]] = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2)),
-    "resnet34": (BasicBlock, (3, 4, 6, 3)),
-    "resnet50": (Bottleneck, (3, 4, 6, 3)),
-    "resnet101": (Bottleneck, (3, 4, 23, 3)),
-    "resnet152": (Bottleneck, (3, 8, 36, 3)),
-}
-
-
 def _resnet(name: str, *, num_classes: int, in_chans: int, stem: str, zero_init_residual: bool) -> ResNet:
     if stem not in STEMS:
         raise UserError(f"unknown stem {stem!r} for {name}; use 'imagenet' (7x7/2 conv + max-pool) or 'cifar'")
     check_sizes(num_classes, in_chans)
-    block, layers = _VARIANTS[name]
-    return ResNet(block, layers, num_classes=num_classes, in_chans=in_chans, stem=stem,  # type: ignore[arg-type]
-                  zero_init_residual=zero_init_residual)
+    spec = IMAGENET_MODELS[name]  # blocks per stage, paper Table 1
+    return ResNet(BLOCKS[spec.block], spec.layers, num_classes=num_classes, in_chans=in_chans,
+                  stem=stem, zero_init_residual=zero_init_residual)  # type: ignore[arg-type]
 
 
 def _variant(name: str) -> ModelBuilder:
-    def builder(*, num_classes: int = 10, in_chans: int = 3, stem: Stem = "imagenet",
+    def builder(*, num_classes: int = IMAGENET_NUM_CLASSES, in_chans: int = 3, stem: Stem = "imagenet",
                 zero_init_residual: bool = False) -> ResNet:
         return _resnet(name, num_classes=num_classes, in_chans=in_chans, stem=stem,
                        zero_init_residual=zero_init_residual)
@@ -106,9 +97,4 @@ def _variant(name: str) -> ModelBuilder:
     return builder
 
 
-def _register_variants() -> None:
-    for name in _VARIANTS:
-        register_model(_variant(name))
-
-
-_register_variants()
+BUILDERS: dict[str, ModelBuilder] = {name: _variant(name) for name in IMAGENET_MODELS}

@@ -1,7 +1,9 @@
 """The model registry: a plain dict from name to builder (as torchvision's `_api.py`), and `create_model`.
 
-Builders register themselves with `@register_model`; registering a name twice is an error. A builder takes
-keyword-only `num_classes`, `in_chans` and its own options; `create_model` checks options against the
+The dict starts with the zoo's builders (`cifar.BUILDERS`, `imagenet.BUILDERS`, made from the name tables in
+`catalog.py`); `@register_model` adds a user's own, and registering a name twice is an error. A builder takes
+keyword-only `num_classes`, `in_chans` and its own options; its `num_classes` default is the model's natural
+one (10 for the CIFAR nets, 1000 for the ImageNet ResNets). `create_model` checks options against the
 builder's signature and optionally loads weights (ours or torchvision's), adapting the classifier and a
 3-channel first conv.
 """
@@ -11,18 +13,42 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+import pickletools
+import re
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from resnetlab.errors import UserError
+from resnetlab.models import cifar, imagenet
+from resnetlab.models.catalog import natural_key
+from resnetlab.models.cifar import ModelBuilder
 
 log = logging.getLogger(__name__)
 
-ModelBuilder = Callable[..., nn.Module]
-_MODELS: dict[str, ModelBuilder] = {}
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6; older files are one pickle (b"\x80\x02...")
+_OTHER_FORMATS = (  # file signatures of what people pass as weights by mistake
+    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"), (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"RIFF", "a RIFF file (WebP image?)"),
+    (b"\x1f\x8b", "a gzip file"), (b"\x89HDF", "an HDF5 file (Keras?)"),
+)
+_CALLING_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"})
+
+__all__ = ["ModelBuilder", "create_model", "get_builder", "list_models", "load_weights", "read_state_dict",
+           "register_model"]
+
+
+def _zoo() -> dict[str, ModelBuilder]:
+    clash = sorted(set(cifar.BUILDERS) & set(imagenet.BUILDERS))
+    if clash:
+        raise ValueError(f"model {clash[0]!r} is defined by both the CIFAR and the ImageNet table")
+    return {**cifar.BUILDERS, **imagenet.BUILDERS}
+
+
+_MODELS: dict[str, ModelBuilder] = _zoo()
 
 
 def register_model(fn: ModelBuilder) -> ModelBuilder:
@@ -36,26 +62,25 @@ def register_model(fn: ModelBuilder) -> ModelBuilder:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching the shell-style `pattern`, in natural order (resnet20 before resnet110)."""
-    _import_families()
     names = [n for n in _MODELS if fnmatch.fnmatchcase(n, pattern)]
-    return sorted(names, key=_natural_key)
+    return sorted(names, key=natural_key)
 
 
 def get_builder(name: str) -> ModelBuilder:
     """The builder registered as `name`, or a UserError that lists the known names."""
-    _import_families()
     if name not in _MODELS:
         raise UserError(f"unknown model {name!r}; known models: {' '.join(list_models())}")
     return _MODELS[name]
 
 
-def create_model(name: str, *, num_classes: int = 10, in_chans: int = 3, weights: str | Path | None = None,
-                 **options: object) -> nn.Module:
+def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3,
+                 weights: str | Path | None = None, **options: object) -> nn.Module:
     """Build the registered model `name`, optionally starting from a weights file.
 
     Args:
         name: a name from `list_models()`.
-        num_classes: outputs of the classifier.
+        num_classes: outputs of the classifier; None = the model's natural default: 10 for the CIFAR nets
+            (CIFAR-10), 1000 for the ImageNet ResNets (ImageNet, as torchvision and timm).
         in_chans: channels of the input images.
         weights: a state dict file (ours or torchvision's) or one of our checkpoints (a dict whose "model" is
             the state dict). A classifier of another size is replaced by a freshly initialised one and a
@@ -70,7 +95,11 @@ def create_model(name: str, *, num_classes: int = 10, in_chans: int = 3, weights
     """
     builder = get_builder(name)
     _check_options(name, builder, options)
-    model = builder(num_classes=num_classes, in_chans=in_chans, **options)
+    if num_classes is not None:
+        options = {"num_classes": num_classes, **options}
+    elif inspect.signature(builder).parameters["num_classes"].default is inspect.Parameter.empty:
+        raise UserError(f"{name} has no default number of classes; pass num_classes")
+    model = builder(in_chans=in_chans, **options)
     if weights is not None:
         load_weights(model, weights)
     return model
@@ -83,21 +112,59 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict in a weights or checkpoint file, read with `weights_only=True` (it never runs code)."""
+    """The state dict in a weights or checkpoint file, read with `weights_only=True` (it never runs code).
+
+    Raises:
+        UserError: one line saying what `path` is instead: missing, a directory, empty, truncated, an image, a
+            pickle that would run code (refused), or no state dict.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"weights path {path} is a directory; pass a file: a state dict or checkpoint saved with "
+                        "torch.save")
     if not path.is_file():
         raise UserError(f"weights file {path} not found; pass a state dict or checkpoint saved with torch.save")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle of protocol > 2 warns before it fails: one line is enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip, pickle and unpickler errors all mean "not a readable weights file"
-        raise UserError(f"cannot read weights file {path} ({type(exc).__name__}); is it truncated or not a "
-                        "state dict saved with torch.save?") from exc
+        raise UserError(_unreadable(path, exc)) from exc
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]  # one of our checkpoints
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path} holds no state dict; pass a file saved with torch.save(model.state_dict(), ...)")
     # State dicts saved from a DDP-wrapped or compiled model carry a prefix on every key.
     return {_strip_wrappers(key): value for key, value in obj.items()}
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused `path`, as one line that says what to do."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    save_hint = "pass a state dict or checkpoint saved with torch.save"
+    kind = next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), None)
+    if not head:
+        return f"weights file {path} is empty; {save_hint}"
+    if kind is not None:
+        return f"{path} is not a weights file (it is {kind}); {save_hint}"
+    if re.search("unsupported global", str(exc), re.IGNORECASE) or (head[:1] == b"\x80" and _pickle_calls(path)):
+        return (f"{path} is not a weights file (refused: it contains code, e.g. a whole pickled model, which "
+                "weights_only loading never runs); save model.state_dict() instead, or load it yourself only if "
+                "you trust its source")
+    if head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80" or isinstance(exc, EOFError):
+        return (f"cannot read weights file {path} ({type(exc).__name__}); is it truncated or not a state dict "
+                "saved with torch.save?")
+    return f"{path} is not a weights file (not the format of torch.save); {save_hint}"
+
+
+def _pickle_calls(path: Path) -> bool:
+    """Whether the (first) pickle in `path` builds objects by calling code (imports a global or reduces)."""
+    with path.open("rb") as f:
+        try:
+            return any(op.name in _CALLING_OPCODES for op, _, _ in pickletools.genops(f))
+        except Exception:  # a truncated or garbled pickle: nothing certain to report
+            return False
 
 
 def _strip_wrappers(key: str) -> str:
@@ -143,14 +210,3 @@ def _check_options(name: str, builder: ModelBuilder, options: Mapping[str, objec
     if unknown:
         hint = f"valid options: {', '.join(valid)}" if valid else f"{name} takes no options"
         raise UserError(f"unknown option {unknown[0]!r} for {name}; {hint}")
-
-
-def _natural_key(name: str) -> tuple[str, int]:
-    stem = name.rstrip("0123456789")
-    digits = name[len(stem):]
-    return stem, int(digits) if digits else -1
-
-
-def _import_families() -> None:
-    # Importing the family modules runs their @register_model decorators.
-    from resnetlab.models import cifar, imagenet  # noqa: F401

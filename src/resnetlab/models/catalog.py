@@ -1,0 +1,63 @@
+"""The zoo's names as data, without torch: the one source the builders in cifar.py and imagenet.py are made from.
+
+`resnetlab models` reads these tables alone, so listing the names does not import torch (~2 s).
+
+Sources: He et al. 2016, "Deep Residual Learning for Image Recognition", Table 6 (CIFAR-10 basic-block nets
+and their plain twins) and Table 1 (ImageNet nets); He et al. 2016b, "Identity Mappings in Deep Residual
+Networks", Table 3 (the 9n+2 bottleneck nets ResNet-164 and ResNet-1001).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Literal, NamedTuple
+
+BlockName = Literal["basic", "bottleneck"]
+
+
+class CifarSpec(NamedTuple):
+    """A named CIFAR net: `depth` weighted layers of `block` blocks, with (`residual`) or without shortcuts."""
+
+    depth: int
+    block: BlockName
+    residual: bool
+
+
+class ImageNetSpec(NamedTuple):
+    """A named ImageNet net: `block` blocks, `layers` of them in each of the four stages (paper Table 1)."""
+
+    block: BlockName
+    layers: tuple[int, int, int, int]
+
+
+# Depths of the named CIFAR nets. A name never changes the block type: resnet56 is always 9 basic blocks per
+# stage (the first tutorial silently made every depth >= 44 a bottleneck net).
+CIFAR_DEPTHS: dict[BlockName, tuple[int, ...]] = {"basic": (20, 32, 44, 56, 110, 1202), "bottleneck": (164, 1001)}
+PLAIN_DEPTHS: tuple[int, ...] = (20, 32, 44, 56, 110)
+
+CIFAR_MODELS: dict[str, CifarSpec] = {
+    **{f"resnet{d}": CifarSpec(d, "basic", True) for d in CIFAR_DEPTHS["basic"]},
+    **{f"plain{d}": CifarSpec(d, "basic", False) for d in PLAIN_DEPTHS},
+    **{f"resnet{d}": CifarSpec(d, "bottleneck", True) for d in CIFAR_DEPTHS["bottleneck"]},
+}
+
+IMAGENET_MODELS: dict[str, ImageNetSpec] = {
+    "resnet18": ImageNetSpec("basic", (2, 2, 2, 2)),
+    "resnet34": ImageNetSpec("basic", (3, 4, 6, 3)),
+    "resnet50": ImageNetSpec("bottleneck", (3, 4, 6, 3)),
+    "resnet101": ImageNetSpec("bottleneck", (3, 4, 23, 3)),
+    "resnet152": ImageNetSpec("bottleneck", (3, 8, 36, 3)),
+}
+
+
+def natural_key(name: str) -> tuple[str, int]:
+    """Sort key that orders the trailing number as a number: resnet20 before resnet110."""
+    stem = name.rstrip("0123456789")
+    digits = name[len(stem):]
+    return stem, int(digits) if digits else -1
+
+
+def model_names(pattern: str = "*") -> list[str]:
+    """The zoo's model names matching the shell-style `pattern`, in natural order (resnet20 before resnet110)."""
+    names = [n for n in (*CIFAR_MODELS, *IMAGENET_MODELS) if fnmatch.fnmatchcase(n, pattern)]
+    return sorted(names, key=natural_key)

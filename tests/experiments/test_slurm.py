@@ -67,6 +67,17 @@ def slurm_cluster(submitit_installed) -> None:
     need(cluster_up(), why)
 
 
+@pytest.fixture
+def cancel_leftovers():
+    """sweeps.append(DIR): at the end of the test, its jobs still in the queue (a failed test's) are cancelled."""
+    sweeps: list[Path] = []
+    yield sweeps
+    for out in sweeps:
+        left = set(job_ids(out).values()) & set(slurm.queued_jobs()) if (out / "slurm" / "jobs.json").is_file() else ()
+        if left:
+            subprocess.run(["scancel", *sorted(left)], check=False)
+
+
 def write_spec(path: Path, root: Path, grid: dict, seeds: list[int], **extra) -> Path:
     """A sweep on the tiny generated IDX set: 6 iterations of batch 20, validated at steps 3 and 6 (or `extra`)."""
     fixed = {"data.name": "mnist", "data.root": str(root), "data.val_size": 20, "data.batch_size": 20,
@@ -189,8 +200,7 @@ def test_status_of_a_sweep_without_jobs_needs_no_slurm(fake_sweep_dir, tmp_path:
         "2 runs: 1 finished, 0 running, 0 pending, 0 failed, 1 not submitted",
         "finished      plain20_seed0",
         "not submitted resnet20_seed0  (resumes from last.pt)",
-        "re-run the same 'resnetlab sweep SPEC --out DIR --launcher slurm' command to submit the failed and "
-        "unsubmitted runs again"]
+        "re-run the same 'resnetlab sweep SPEC --out DIR' command to finish the other runs"]
     code, _, err = run_cli("sweep", "--status", tmp_path / "nothing")
     assert code == 2 and "is not a sweep directory" in err
 
@@ -210,11 +220,13 @@ def test_cluster_errors_give_one_line_and_exit_2(slurm_cluster, tiny_mnist: Path
 
 
 @pytest.mark.slow
-def test_slurm_sweep_table_equals_the_local_one(slurm_cluster, tiny_mnist: Path, tmp_path: Path, run_cli):
+def test_slurm_sweep_table_equals_the_local_one(slurm_cluster, cancel_leftovers, tiny_mnist: Path, tmp_path: Path,
+                                                run_cli):
     """Two points x two seeds as a Slurm job array: the command returns at once with the job id, --status follows
     the jobs, and the aggregated table equals the one of the same sweep run by --launcher local."""
     spec = write_spec(tmp_path / "tiny.yaml", tiny_mnist, {"model.name": ["plain20", "resnet20"]}, [0, 1])
     out = tmp_path / "slurm"
+    cancel_leftovers.append(out)
     code, stdout, err = run_cli("sweep", spec, "--out", out, "--launcher", "slurm", *CPU, "--max-parallel", "2")
     assert code == 0, err
     assert re.match(r"submitted Slurm job \d+ to partition debug: 4 of 4 runs\n", stdout)
@@ -243,8 +255,8 @@ def test_slurm_sweep_table_equals_the_local_one(slurm_cluster, tiny_mnist: Path,
 
 
 @pytest.mark.slow
-def test_cancelled_and_preempted_runs_resume_bit_identically(slurm_cluster, tiny_mnist: Path, tmp_path: Path,
-                                                           run_cli):
+def test_cancelled_and_preempted_runs_resume_bit_identically(slurm_cluster, cancel_leftovers, tiny_mnist: Path,
+                                                           tmp_path: Path, run_cli):
     """One run is cancelled with scancel after its first checkpoint; re-running the command resubmits it (with
     --resume) and the failed run beside it. The resumed job is then pre-empted (USR2, as Slurm sends it before the
     time limit): submitit's hook stops the run, which saves last.pt, and requeues the job. The run ends with the
@@ -253,6 +265,7 @@ def test_cancelled_and_preempted_runs_resume_bit_identically(slurm_cluster, tiny
         "model.name": "resnet20", "train.iters": 300, "train.eval_every": 20, "train.log_every": 1})
     out, name = tmp_path / "slurm", "batch_size20_seed0"
     run_dir = out / "runs" / name
+    cancel_leftovers.append(out)
     argv = ("sweep", spec, "--out", out, "--launcher", "slurm", *CPU)
     assert run_cli(*argv)[0] == 0
     wait_until(lambda: (run_dir / "checkpoints" / "last.pt").is_file(), "the first checkpoint")
@@ -268,6 +281,8 @@ def test_cancelled_and_preempted_runs_resume_bit_identically(slurm_cluster, tiny
 
     code, stdout, err = run_cli(*argv)
     assert code == 0 and "2 of 2 runs, 1 resume from last.pt" in stdout, err
+    assert f"submitted again (their last job ended unfinished; why is in {out}/slurm/<run>.log): {name}, " \
+           f"batch_size5000_seed0\n" in stdout
     rows = len((run_dir / "metrics.jsonl").read_text().splitlines())
     wait_until(lambda: len((run_dir / "metrics.jsonl").read_text().splitlines()) > rows, "the resumed run's progress")
     subprocess.run(["scancel", "--signal=USR2", job_ids(out)[name]], check=True)

@@ -102,6 +102,7 @@ class Submission:
     job_id: str | None
     submitted: list[str]
     resumed: list[str]  # of `submitted`: those that continue from last.pt
+    retried: list[str]  # of `submitted`: those whose earlier job ended without finishing them
     active: list[str]  # already queued or running in Slurm: left alone
     finished: list[str]
     partition: str
@@ -116,6 +117,9 @@ class Submission:
         else:
             head = f"nothing to submit: {len(self.finished)} of {total} runs finished"
         lines = [head]
+        if self.retried:
+            lines.append(f"submitted again (their last job ended unfinished; why is in "
+                         f"{self.out / SLURM_DIR}/<run>.log): {', '.join(self.retried)}")
         if self.active:
             lines.append(f"{len(self.active)} runs still queued or running, left alone: {', '.join(self.active)}")
         lines += [f"logs: {self.out / SLURM_DIR}/", f"watch: resnetlab sweep --status {self.out}",
@@ -162,7 +166,8 @@ def submit_sweep(spec: str | Path, out_dir: str | Path, options: SlurmOptions | 
     check_time(time_min, out, todo)
     names = [p.name for p in todo]
     result = Submission(out, None, names, [n for n in names if _has_checkpoint(out, n)],
-                        [p.name for p in active], [p.name for p in finished], partition.name)
+                        [n for n in names if n in jobs], [p.name for p in active], [p.name for p in finished],
+                        partition.name)
     if not todo:
         return result
     (out / SLURM_DIR).mkdir(parents=True, exist_ok=True)
@@ -178,8 +183,8 @@ def submit_sweep(spec: str | Path, out_dir: str | Path, options: SlurmOptions | 
     write_jobs(out, {**jobs, **dict(zip(names, ids, strict=True))})
     logger.info("submitted %s: %s", ids[0].split("_")[0], ", ".join(f"{n} = {i}" for n, i in zip(names, ids,
                                                                                                  strict=True)))
-    return Submission(out, ids[0].split("_")[0], names, result.resumed, result.active, result.finished,
-                      partition.name)
+    return Submission(out, ids[0].split("_")[0], names, result.resumed, result.retried, result.active,
+                      result.finished, partition.name)
 
 
 def _job_parameters(spec: SweepSpec, options: SlurmOptions, partition: Partition, time_min: int) -> dict[str, Any]:
@@ -355,7 +360,8 @@ def format_status(out_dir: str | Path) -> str:
         lines.append(line.rstrip())
     if counts["failed"] or waiting:
         lines.append("re-run the same 'resnetlab sweep SPEC --out DIR --launcher slurm' command to submit the "
-                     "failed and unsubmitted runs again")
+                     "failed and unsubmitted runs again" if any(r.job_id for r in statuses) else
+                     "re-run the same 'resnetlab sweep SPEC --out DIR' command to finish the other runs")
     return "\n".join(lines)
 
 

@@ -24,6 +24,9 @@ train` subprocesses at once, which isolates their failures: on CPU each gets `tr
 (unless the spec sets it), with several GPUs each job slot is pinned to one GPU through CUDA_VISIBLE_DEVICES.
 A failed run is logged and the others go on; at the end the tables are built from whatever finished and the
 sweep raises TrainingFailed (exit code 1) if any run failed.
+
+`--launcher slurm` (`slurm.py`) submits the same runs as a Slurm job array instead, each trained by
+`train_command` inside its job.
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ TRAIN_FLAGS = {
     "out": "train.out_dir",
 }
 
+# `resnetlab sweep --launcher slurm` flags (dest names = resnetlab.experiments.slurm.SlurmOptions fields).
+SLURM_FLAGS = ("partition", "gpus_per_run", "time_min", "account", "max_parallel")
+
 
 
 class _Parser(argparse.ArgumentParser):
@@ -162,13 +165,34 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from resnetlab.experiments.sweep import aggregate, run_sweep
 
+    if args.status:
+        from resnetlab.experiments.slurm import format_status
+
+        print(format_status(args.status))
+        return 0
     if args.aggregate:
         table = aggregate(args.aggregate)
     else:
         if args.spec is None or args.out is None:
-            raise UserError("usage: resnetlab sweep SPEC.yaml|NAME --out DIR [--jobs N], or --aggregate DIR")
+            raise UserError("usage: resnetlab sweep SPEC.yaml|NAME --out DIR [--jobs N | --launcher slurm ...], "
+                            "or --aggregate DIR, or --status DIR")
+        if args.launcher == "slurm":
+            return _submit_sweep(args)
+        given = [flag for flag in SLURM_FLAGS if getattr(args, flag) is not None]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} is for --launcher slurm")
         table = run_sweep(args.spec, args.out, jobs=args.jobs)
     print(Path(table).read_text(), end="")
+    return 0
+
+
+def _submit_sweep(args: argparse.Namespace) -> int:
+    from resnetlab.experiments.slurm import SlurmOptions, submit_sweep
+
+    if args.jobs != 1:
+        raise UserError("--jobs is for --launcher local; with --launcher slurm use --max-parallel K")
+    options = SlurmOptions(**{flag: getattr(args, flag) for flag in SLURM_FLAGS if getattr(args, flag) is not None})
+    print(submit_sweep(args.spec, args.out, options).describe())
     return 0
 
 
@@ -273,6 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--aggregate", metavar="DIR", help="rebuild the tables and figures from finished runs")
+    p.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: this machine (--jobs N); slurm: every unfinished run one task of a Slurm job array "
+                        "(needs pip install 'resnetlab[slurm]'); prints the job id and returns")
+    p.add_argument("--partition", help="slurm: the partition (default: the cluster's default)")
+    p.add_argument("--gpus-per-run", dest="gpus_per_run", type=int, metavar="G",
+                   help="slurm: GPUs per run (default 1; 0 = CPU; G > 1 runs torchrun inside the job)")
+    p.add_argument("--time", dest="time_min", type=int, metavar="MIN",
+                   help="slurm: time limit per job in minutes (default: the partition's); a run stopped by it "
+                        "saves last.pt and its job is requeued")
+    p.add_argument("--account", help="slurm: the account to charge")
+    p.add_argument("--max-parallel", dest="max_parallel", type=int, metavar="K",
+                   help="slurm: at most K runs at once (default: no limit)")
+    p.add_argument("--status", metavar="DIR", help="finished, running, pending and failed runs of a sweep (with "
+                                                   "the log of each failure)")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("lr-find", help="learning-rate range test: plot loss against lr, suggest an lr")

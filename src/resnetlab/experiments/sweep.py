@@ -24,6 +24,9 @@ train` subprocesses at once, which isolates their failures: on CPU each gets `tr
 (unless the spec sets it), with several GPUs each job slot is pinned to one GPU through CUDA_VISIBLE_DEVICES.
 A failed run is logged and the others go on; at the end the tables are built from whatever finished and the
 sweep raises TrainingFailed (exit code 1) if any run failed.
+
+`--launcher slurm` (`slurm.py`) submits the same runs as a Slurm job array instead, each trained by
+`train_command` inside its job.
 """
 
 from __future__ import annotations
@@ -83,13 +86,9 @@ def run_sweep(spec: str | Path, out_dir: str | Path, jobs: int = 1) -> Path:
     """
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}")
-    parsed = load_spec(spec)
-    points = expand(parsed)
-    check_spec(parsed, points)
     out = Path(out_dir)
-    _claim_dir(out, parsed)
-    # Seed by seed, so that a sweep stopped early already compares every point (on its first seeds).
-    tasks = plan(out, sorted(points, key=lambda p: parsed.seeds.index(p.seed)))
+    parsed, points = prepare_sweep(spec, out)
+    tasks = plan(out, points)
     logger.info("sweep %s: %d runs, %d finished, %d to run (%d resumed)", parsed.name, len(points),
                 len(points) - len(tasks), len(tasks), sum(t.resume for t in tasks))
     started = time.monotonic()
@@ -103,6 +102,16 @@ def run_sweep(spec: str | Path, out_dir: str | Path, jobs: int = 1) -> Path:
         raise TrainingFailed(f"{len(failed)} of {len(points)} runs failed ({', '.join(failed)}); the logs say why, "
                              f"re-run the same command to retry them")
     return table
+
+
+def prepare_sweep(spec: str | Path, out: Path) -> tuple[SweepSpec, list[RunPoint]]:
+    """Read and check a spec, claim `out` for it (DIR/sweep.yaml); returns the spec and its runs, seed by seed (every
+    point's first seed, then the second, ...: a sweep stopped early already compares every point)."""
+    parsed = load_spec(spec)
+    points = expand(parsed)
+    check_spec(parsed, points)
+    _claim_dir(out, parsed)
+    return parsed, sorted(points, key=lambda p: parsed.seeds.index(p.seed))
 
 
 def check_spec(spec: SweepSpec, points: list[RunPoint]) -> None:

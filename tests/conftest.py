@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
 from support.enginekit import make_mnist_root
 from support.evalkit import train_tiny_run, write_checkpoint
+
+from resnetlab.experiments.spec import parse_spec
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -60,6 +64,20 @@ def random_checkpoint(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory) -> Path:
     """RUN_DIR of resnet20 trained for 40 iterations on a generated 3-class image folder (16x16 grey)."""
     return train_tiny_run(tmp_path_factory.mktemp("tiny-run"))
+
+
+@pytest.fixture
+def fake_sweep_dir(tmp_path: Path):
+    """make(raw_spec) -> sweep DIR with DIR/sweep.yaml written (runs are added by the test)."""
+
+    def make(raw: dict[str, Any]) -> Path:
+        out = tmp_path / "sweep"
+        (out / "runs").mkdir(parents=True)
+        spec = parse_spec(raw, name="fake")
+        (out / "sweep.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+        return out
+
+    return make
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from sweepkit import fake_summary, write_fake_run
+from support.sweepkit import fake_summary, write_fake_run
 
 from resnetlab.errors import UserError
 from resnetlab.experiments import slurm
@@ -166,7 +166,9 @@ def test_missing_submitit_says_how_to_install(tmp_path: Path, monkeypatch, run_c
 def test_time_limit_must_fit_one_measured_evaluation_interval(fake_sweep_dir):
     out = fake_sweep_dir({"recipe": "fmnist-fast", "grid": {"model.name": ["resnet110"]}, "seeds": [0]})
     point = RunPoint("resnet110_seed0", {"model.name": "resnet110"}, 0)
-    curve = [{"step": 2000 * (i + 1), "time_s": t} for i, t in enumerate([300.0, 900.0, 1400.0])]  # 600 s the most
+    # evaluations (rows with val_acc) 600 s apart at most; a row between them without one does not count
+    curve = [{"step": 2000 * (i + 1), "time_s": t, "val_acc": v}
+             for i, (t, v) in enumerate([(300.0, 0.5), (600.0, None), (900.0, 0.6), (1400.0, 0.7)])]
     write_fake_run(out / "runs" / point.name, None, curve)
     slurm.check_time(13, out, [point])  # 60 s to start + 600 s + 120 s to save = 13 min
     with pytest.raises(UserError, match=r"^--time 12 is too short for run resnet110_seed0: one evaluation interval "
@@ -291,7 +293,7 @@ def test_cancelled_and_preempted_runs_resume_bit_identically(slurm_cluster, canc
     log = (out / "slurm" / f"{name}.log").read_text()
     assert [line.split(": ")[1].split()[0] for line in log.splitlines() if line.startswith("===")] == [
         "starting", "resuming", "resuming"]  # started, cancelled; resubmitted, pre-empted; requeued, finished
-    assert len(re.findall(r"stopped by signal 15 at step \d+; checkpoint saved", log)) == 2
+    assert len(re.findall(r"interrupted by signal 15 at step \d+; checkpoint saved", log)) == 2
     job = job_ids(out)[name]
     assert "Requeued job" in (out / "slurm" / f"{job}_0_log.out").read_text()
     code, status, _ = run_cli("sweep", "--status", out)

@@ -195,7 +195,7 @@ def resume_config(cfg: Config, saved: dict[str, Any]) -> Config:
     """The run's saved config, with only the RESUME_MAY_CHANGE settings taken from `cfg` (a difference in any
     other setting is named in one warning)."""
     resumed = config_from_dict(saved)
-    new, old = _flatten(config_to_dict(cfg)), _flatten(config_to_dict(resumed))
+    new, old = flatten(config_to_dict(cfg)), flatten(config_to_dict(resumed))
     ignored = [k for k in new if k not in RESUME_MAY_CHANGE and k != "recipe" and new[k] != old.get(k)]
     if ignored:
         log.warning("resuming with the run's own config; ignoring %d different setting(s): %s",
@@ -206,11 +206,12 @@ def resume_config(cfg: Config, saved: dict[str, Any]) -> Config:
     return resumed
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {dotted.key: value} (model.options stays one value)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and key != "options":
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

@@ -39,10 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from resnetlab.engine.rundir import is_finished, read_metrics, write_json
 from resnetlab.errors import TrainingFailed, UserError
-from resnetlab.experiments.aggregate import RUNS_DIR, read_metrics, read_sweep_spec
 from resnetlab.experiments.spec import RunPoint, SweepSpec, expand
 from resnetlab.experiments.sweep import plan, prepare_sweep, train_command
+from resnetlab.reports.sweep_data import RUNS_DIR, read_sweep_spec
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def submit_sweep(spec: str | Path, out_dir: str | Path, options: SlurmOptions | 
     out = Path(out_dir).resolve()
     parsed, points = prepare_sweep(spec, out)
     jobs, queued = read_jobs(out), queued_jobs()
-    finished = [p for p in points if (_run_dir(out, p) / "summary.json").is_file()]
+    finished = [p for p in points if is_finished(_run_dir(out, p))]
     active = [p for p in points if p not in finished and jobs.get(p.name) in queued]
     todo = [p for p in points if p not in finished and p not in active]
     check_time(time_min, out, todo)
@@ -283,8 +284,9 @@ def check_time(time_min: int, out: Path, points: list[RunPoint]) -> None:
 
 
 def longest_interval(run_dir: Path) -> float | None:
-    """The longest time between two evaluations of a run (seconds of training, from metrics.jsonl), if any."""
-    times = [float(row["time_s"]) for row in read_metrics(run_dir) if isinstance(row.get("time_s"), (int, float))]
+    """The longest time between two evaluations (checkpoints) of a run, in seconds of training, if any."""
+    times = [float(row["time_s"]) for row in read_metrics(run_dir, required=False)
+             if isinstance(row.get("time_s"), (int, float)) and row.get("val_acc") is not None]
     if not times:
         return None
     return max(b - a for a, b in zip([0.0, *times], times, strict=False))
@@ -323,7 +325,7 @@ def sweep_status(out_dir: str | Path) -> list[RunStatus]:
     spec = read_sweep_spec(out)
     points = sorted(expand(spec), key=lambda p: spec.seeds.index(p.seed))
     jobs = read_jobs(out)
-    unfinished = [p for p in points if not (_run_dir(out, p) / "summary.json").is_file()]
+    unfinished = [p for p in points if not is_finished(_run_dir(out, p))]
     queued = queued_jobs() if any(p.name in jobs for p in unfinished) else {}
     statuses = []
     for point in points:
@@ -378,11 +380,8 @@ def read_jobs(out: Path) -> dict[str, str]:
 
 
 def write_jobs(out: Path, jobs: dict[str, str]) -> None:
-    """Write DIR/slurm/jobs.json atomically (a sweep-level file; the engine's writer would import torch)."""
-    path = out / SLURM_DIR / JOBS_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(jobs, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Write DIR/slurm/jobs.json atomically."""
+    write_json(out / SLURM_DIR / JOBS_FILE, jobs)
 
 
 def _log_path(out: Path, name: str, job: str) -> Path:
@@ -456,7 +455,7 @@ class PointJob:
             self._child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            preexec_fn=_ignore_usr2)
         code = self._child.wait()
-        if code == 0 and (tasks[0].run_dir / "summary.json").is_file():
+        if code == 0 and is_finished(tasks[0].run_dir):
             return "finished"
         if code in (128 + signal.SIGTERM, 128 + signal.SIGINT):
             raise TrainingFailed(f"run {name} stopped by a signal (exit code {code}); last.pt was saved, "

@@ -47,7 +47,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from resnetlab.engine.config import load_config
+from resnetlab.engine.builders import drop_foreign_options, physical_cores
+from resnetlab.engine.config import Config, config_to_dict, load_config
+from resnetlab.engine.run import RESUME_MAY_CHANGE, flatten
+from resnetlab.engine.rundir import CONFIG, atomic_write, is_finished, lock_run_dir, read_config
 from resnetlab.engine.trainer import train
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
 from resnetlab.experiments.spec import RunPoint, SweepSpec, expand, load_spec, parse_spec
@@ -87,7 +90,13 @@ def run_sweep(spec: str | Path, out_dir: str | Path, jobs: int = 1) -> Path:
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}")
     out = Path(out_dir)
-    parsed, points = prepare_sweep(spec, out)
+    parsed, points = read_spec(spec)  # a bad spec leaves no directory behind
+    with lock_run_dir(out, what="swept"):  # one sweep at a time in a directory
+        _claim_dir(out, parsed, points)
+        return _run_claimed(parsed, points, out, jobs)
+
+
+def _run_claimed(parsed: SweepSpec, points: list[RunPoint], out: Path, jobs: int) -> Path:
     tasks = plan(out, points)
     logger.info("sweep %s: %d runs, %d finished, %d to run (%d resumed)", parsed.name, len(points),
                 len(points) - len(tasks), len(tasks), sum(t.resume for t in tasks))
@@ -105,12 +114,19 @@ def run_sweep(spec: str | Path, out_dir: str | Path, jobs: int = 1) -> Path:
 
 
 def prepare_sweep(spec: str | Path, out: Path) -> tuple[SweepSpec, list[RunPoint]]:
-    """Read and check a spec, claim `out` for it (DIR/sweep.yaml); returns the spec and its runs, seed by seed (every
-    point's first seed, then the second, ...: a sweep stopped early already compares every point)."""
+    """Read and check a spec, claim `out` for it (DIR/sweep.yaml); returns the spec and its runs (see read_spec)."""
+    parsed, points = read_spec(spec)
+    with lock_run_dir(out, what="swept"):
+        _claim_dir(out, parsed, points)
+    return parsed, points
+
+
+def read_spec(spec: str | Path) -> tuple[SweepSpec, list[RunPoint]]:
+    """A checked spec and its runs, seed by seed (every point's first seed, then the second, ...: a sweep stopped
+    early already compares every point)."""
     parsed = load_spec(spec)
     points = expand(parsed)
     check_spec(parsed, points)
-    _claim_dir(out, parsed)
     return parsed, sorted(points, key=lambda p: parsed.seeds.index(p.seed))
 
 
@@ -125,33 +141,59 @@ def check_spec(spec: SweepSpec, points: list[RunPoint]) -> None:
 
 
 def plan(out: Path, points: list[RunPoint]) -> list[Task]:
-    """The runs still to do: finished ones (summary.json) are skipped, ones with last.pt resumed, and a leftover
-    directory without a checkpoint (the run died before saving anything) is removed so the run starts over."""
+    """The runs still to do: finished ones (a valid summary.json) are skipped, any other existing run directory is
+    resumed (from last.pt; a run that died before its first checkpoint starts over, a corrupt summary.json counts
+    as unfinished)."""
     tasks = []
     for point in points:
         run_dir = out / RUNS_DIR / point.name
-        if (run_dir / "summary.json").is_file():
-            continue
-        resume = (run_dir / "checkpoints" / "last.pt").is_file()
-        if run_dir.exists() and not resume:
-            logger.info("%s has no checkpoint to resume from; starting it over", run_dir)
-            shutil.rmtree(run_dir)
-        tasks.append(Task(point, run_dir, resume))
+        if not is_finished(run_dir):
+            tasks.append(Task(point, run_dir, run_dir.exists()))
     return tasks
 
 
-def _claim_dir(out: Path, spec: SweepSpec) -> None:
-    """Write DIR/sweep.yaml. A directory that holds a sweep already must hold this one: the same recipe, `set`,
-    `when` and grid keys, so that a run of the same name there has the same config. More seeds or grid values
-    extend it (the new spec replaces sweep.yaml)."""
+def run_config(spec: SweepSpec, point: RunPoint, out: Path) -> Config:
+    """The config one run of the sweep trains with (as `train` resolves it)."""
+    cfg = load_config(spec.recipe, [*point.overrides(spec), f"train.out_dir={out / RUNS_DIR / point.name}"])
+    return drop_foreign_options(cfg)
+
+
+def _claim_dir(out: Path, spec: SweepSpec, points: list[RunPoint]) -> None:
+    """Write DIR/sweep.yaml. A directory that holds another spec with the same grid keys may take this one when
+    every finished run in it has the config this spec gives it (a corrected spec re-runs its failed or unstarted
+    runs); an unfinished run whose config changed starts over. More seeds or grid values extend a sweep."""
     path = out / SPEC_FILE
     if path.is_file():
         old = parse_spec(yaml.safe_load(path.read_text()), name=spec.name)
-        if (old.recipe, old.fixed, old.when, list(old.grid)) != (spec.recipe, spec.fixed, spec.when, list(spec.grid)):
-            raise UserError(f"{out} holds another sweep (its recipe, set, when or grid keys differ from this spec's, "
+        if list(old.grid) != list(spec.grid):
+            raise UserError(f"{out} holds another sweep (its grid keys {', '.join(old.grid)} differ from this spec's, "
                             f"see {path}); use a new --out DIR")
+        if old.to_dict() | {"name": "", "description": ""} != spec.to_dict() | {"name": "", "description": ""}:
+            _check_changed_runs(out, spec, points)
+    atomic_write(path, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+
+
+def _check_changed_runs(out: Path, spec: SweepSpec, points: list[RunPoint]) -> None:
+    for point in points:
+        run_dir = out / RUNS_DIR / point.name
+        if not (run_dir / CONFIG).is_file():
+            continue
+        changed = config_changes(read_config(run_dir), run_config(spec, point, out))
+        if not changed:
+            continue
+        if is_finished(run_dir):
+            raise UserError(f"{out} holds a finished run {point.name} trained with {changed[0]}, which this spec "
+                            "changes; use a new --out DIR (finished runs are never mixed with other settings)")
+        logger.info("%s: this spec changes %s; starting that unfinished run over", run_dir, changed[0])
+        shutil.rmtree(run_dir)
+
+
+def config_changes(saved: Config, new: Config) -> list[str]:
+    """`key: old -> new` for every setting that differs, but those a resume may change (threads, quiet, ...)."""
+    old_flat, new_flat = flatten(config_to_dict(saved)), flatten(config_to_dict(new))
+    return [f"{key}={old_flat.get(key)!r} (now {value!r})" for key, value in new_flat.items()
+            if key not in RESUME_MAY_CHANGE and key != "recipe" and old_flat.get(key) != value]
 
 
 # ------------------------------------------------------------------------------------------- one process
@@ -196,7 +238,7 @@ def _slot_env(slot: int, jobs: int, spec: SweepSpec, gpus: list[str]) -> tuple[d
     if len(gpus) > 1:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     if "train.threads" not in spec.fixed and "train.threads" not in spec.grid:
-        extra.append(f"train.threads={max(1, (os.cpu_count() or 1) // jobs)}")
+        extra.append(f"train.threads={max(1, physical_cores() // jobs)}")  # as the engine counts cores
     return env, extra
 
 

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="per-layer output shapes and parameters; totals: parameters and MACs")
     p.add_argument("model")
-    p.add_argument("--in-chans", type=_positive_int, default=3)
+    p.add_argument("--in-chans", type=_positive_int, default=3, help="channels of the input images (default: 3)")
     p.add_argument("--image-size", type=_positive_int, default=None, help="default: 32 for CIFAR nets, 224 otherwise")
     p.add_argument("--num-classes", type=_positive_int, default=None,
                    help="default: the model's own, 10 for CIFAR nets, 1000 for the ImageNet ResNets")
@@ -270,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="top-k classes for image files")
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--top-k", type=int, default=3, help="classes per image, most probable first (default: 3)")
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html")
@@ -280,13 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="training curves of one or more runs in one PNG")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--out", required=True, metavar="FILE.png",
+                   help="the image to write (a folder gets curves.png inside; no suffix: .png is added)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or torch.export (.pt2)")
     p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("--format", choices=["onnx", "pt2"], required=True)
-    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--format", choices=["onnx", "pt2"], required=True,
+                   help="onnx (onnxruntime, browsers, TensorRT) or pt2 (torch.export)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write; FILE.json beside it says how "
+                   "to feed it")
     p.add_argument("--include-preprocessing", action="store_true",
                    help="the graph takes uint8 NCHW images at the run's stored size and returns probabilities "
                    "(/255, normalization and the run's resize inside it); default: normalized floats in, logits out")
@@ -294,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="grid x seeds of runs, ending in a mean ± std table and figures")
     p.add_argument("spec", nargs="?", metavar="SPEC.yaml|NAME")
-    p.add_argument("--out", metavar="DIR")
-    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--out", metavar="DIR", help="the sweep directory (runs/, results.md, figures)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once on this machine (default: 1, in this "
+                   "process; more run as subprocesses)")
     p.add_argument("--aggregate", metavar="DIR", help="rebuild the tables and figures from finished runs")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: this machine (--jobs N); slurm: every unfinished run one task of a Slurm job array "

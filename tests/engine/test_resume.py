@@ -14,7 +14,7 @@ import torch
 from support.enginekit import cli_args, read_rows, tiny_config
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from resnetlab.engine.checkpoint import read_checkpoint
+from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
 from resnetlab.engine.trainer import train
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
@@ -145,3 +145,22 @@ def test_resume_uses_the_runs_own_config(tiny_root, tmp_path, caplog):
     assert "ignoring 1 different setting(s): optim.lr=0.5" in caplog.text
     assert result.summary["steps"] == 6
     assert read_checkpoint(out / "checkpoints" / "last.pt")["config"]["optim"]["lr"] == 0.05
+
+
+def test_resume_on_another_torch_or_cpu_kind_warns_in_one_line(tiny_root, tmp_path, caplog):
+    out = tmp_path / "run"
+    handle = register_optimizer_step_post_hook(lambda opt, a, k: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        with pytest.raises(Exception, match="interrupted by signal 15"):
+            train(tiny_config(tiny_root, out, train__iters=4))
+    finally:
+        handle.remove()
+    last = out / "checkpoints" / "last.pt"
+    state = read_checkpoint(last)
+    assert state["provenance"]["torch"] == str(torch.__version__) and state["provenance"]["cpu_capability"]
+    state["provenance"].update(torch="1.0.0", cpu_capability="AVX512")
+    save_checkpoint(last, state)
+    caplog.set_level(logging.WARNING, logger="resnetlab")
+    train(tiny_config(tiny_root, out, train__iters=4), resume=True)
+    warned = [r.getMessage() for r in caplog.records if "bit-identical results are promised only" in r.getMessage()]
+    assert len(warned) == 1 and "torch 1.0.0 -> " in warned[0] and "cpu_capability AVX512 -> " in warned[0]

@@ -109,10 +109,13 @@ def test_shipped_specs_resolve_against_the_recipes():
     for name in shipped_specs():
         spec = load_spec(name)
         check_spec(spec, expand(spec))
-    deep = load_config(table6.recipe, runs[-1].overrides(table6))
+    deep_run = next(r for r in runs if r.values["model.name"] == "resnet110")
+    assert deep_run.recipe(table6) == "he2016-cifar10-deep"  # the warm-up is written once, in that recipe
+    deep = load_config(deep_run.recipe(table6), deep_run.overrides(table6))
     assert (deep.schedule.warmup_iters, deep.schedule.warmup_lr, deep.train.iters) == (400, 0.01, 64000)
-    plain = load_config(table6.recipe, runs[0].overrides(table6))
-    assert plain.schedule.warmup_iters == 0
+    assert deep.model.name == "resnet110" and deep.optim.weight_decay == 1e-4
+    plain = load_config(runs[0].recipe(table6), runs[0].overrides(table6))
+    assert plain.schedule.warmup_iters == 0 and runs[0].recipe(table6) == "he2016-cifar10"
 
 
 def test_cli_bad_spec_exits_2_with_one_line(run_cli, tmp_path: Path):

@@ -96,3 +96,32 @@ def test_report_renders_in_chromium(report_run, chromium, tmp_path) -> None:
     assert all(img["shown"] >= MIN_WIDTH_PX for img in loaded), images
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     assert shot.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_says_where_it_ran_in_words_and_in_one_unit(report_run) -> None:
+    page = (report_run / "report.html").read_text()
+    summary = json.loads((report_run / "summary.json").read_text())
+    prov = summary["provenance"]
+    assert "Where it ran" in page and prov["torch"] in page and prov["cpu_capability"] in page
+    assert html_escape(prov["cpu"]) in page and prov["date"] in page and "command" in page
+    assert "test accuracy, final model" in page and ">test_acc_final<" not in page  # keys in words
+    cards = re.findall(r'<div class="l">([^<]*)</div>', page)
+    assert cards and all("acc" not in label for label in cards)  # rates as errors only
+    assert "best validation error" in cards
+
+
+def test_report_explains_a_training_loss_above_the_validation_loss(report_run, tmp_path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last = next(r for r in reversed(rows) if r["val_loss"] is not None)
+    last["train_loss"] = last["val_loss"] + 0.3  # label smoothing 0.1 and crop + flip in this run's recipe
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = write_report(run).read_text()
+    assert "label smoothing 0.1 and augmentation apply to the training loss only" in page
+
+
+def html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text)

@@ -76,14 +76,50 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `train.amp` on `device`, or None for full precision.
 
-    auto = bf16 on CUDA GPUs that support it, fp16 on older ones (with a GradScaler), off elsewhere: a CPU
-    without native bf16 runs autocast slower than float32.
+    auto = bf16 on CUDA GPUs that support it, fp16 on older ones (with a GradScaler), bf16 on CPUs whose kernels
+    run it natively (`native_bf16_cpu`), float32 elsewhere: a CPU that emulates bf16 runs autocast slower than
+    float32.
     """
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+    if mode == "off":
         return None
     if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device.type == "cpu" and native_bf16_cpu() else None
     return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+# oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) that still include its native bf16 kernels (AVX512_BF16 or AMX).
+_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                     "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
+                     "ALL", "DEFAULT")
+
+
+def native_bf16_cpu(flags: set[str] | None = None, capability: str | None = None,
+                    environ: dict[str, str] | None = None) -> bool:
+    """Whether the CPU kernels that will actually run do bf16 natively (AVX512_BF16 or AMX), not emulated.
+
+    All three must hold: the CPU has the instructions (its flags), PyTorch's own kernels are allowed AVX-512
+    (`torch.backends.cpu.get_cpu_capability()`, which ATEN_CPU_CAPABILITY=avx2 lowers), and oneDNN's are allowed
+    an ISA with bf16 (ONEDNN_MAX_CPU_ISA=AVX2 leaves the flags saying bf16 while oneDNN emulates it). Measured on
+    an AMD EPYC with avx512_bf16: bf16 matmuls at 2.5x the fp32 rate, and resnet20 training steps at 1.4x.
+    """
+    flags = cpu_flags() if flags is None else flags
+    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
+    env = os.environ if environ is None else environ
+    limit = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
+    hardware = "avx512_bf16" in flags or "amx_bf16" in flags
+    return hardware and capability.upper().startswith("AVX512") and limit in _ONEDNN_BF16_ISAS
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
 
 
 def amp_name(dtype: torch.dtype | None) -> str:

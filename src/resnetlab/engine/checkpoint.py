@@ -9,7 +9,9 @@ world_size (the processes that trained it; with dist.batch_size=global any numbe
 
 from __future__ import annotations
 
+import io
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from resnetlab.engine.builders import build_model
 from resnetlab.engine.config import config_from_dict
 from resnetlab.engine.rundir import atomic_write
 from resnetlab.errors import UserError
+from resnetlab.models.registry import unreadable_reason
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model", "config", "classes", "normalization", "in_chans", "num_classes", "format_version")
@@ -33,7 +36,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         TrainingFailed: the disk is full (the previous file is kept).
         UserError: the folder cannot be written.
     """
-    return atomic_write(path, lambda f: torch.save(state, f))
+    buffer = io.BytesIO()  # serialized first: a full disk then fails in one plain write, with its errno
+    torch.save(state, buffer)
+    return atomic_write(path, buffer.getbuffer())
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -43,14 +48,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         UserError: the file is missing, truncated, corrupt or not a resnetlab checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory; pass a .pt file (or the run directory where a run "
+                        "directory is accepted)")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zipfile/pickle/EOF/RuntimeError all mean "not a readable checkpoint"
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({reason}); use another one "
-                        "(e.g. checkpoints/best.pt) or retrain") from None
+        raise UserError(unreadable_reason(path, exc, "resnetlab checkpoint", "use another one (e.g. "
+                                          "checkpoints/best.pt, or --resume-from it) or retrain")) from None
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise UserError(f"{path} is not a resnetlab checkpoint (a state dict alone goes to --weights)")
     if state["format_version"] > FORMAT_VERSION:

@@ -109,7 +109,7 @@ class TrainConfig:
     iters: int = 0  # total iterations; 0 = epochs x batches per epoch
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto = bf16 on CUDA with bf16, fp16 on other CUDA, off else
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 where native (CUDA, AVX512_BF16/AMX CPUs)
     channels_last: bool = True
     compile: bool | Literal["auto"] = "auto"  # torch.compile; auto = on CUDA (on a CPU it did not pay, bench/)
     deterministic: bool = False

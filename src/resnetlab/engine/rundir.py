@@ -29,9 +29,9 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
@@ -51,8 +51,8 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # ---------------------------------------------------------------------------------------- atomic writes
 
 
-def atomic_write(path: str | Path, data: bytes | str | Callable[[IO[bytes]], None]) -> Path:
-    """Write `data` (bytes, text, or a function that writes to a binary file) to `path` atomically.
+def atomic_write(path: str | Path, data: bytes | memoryview | str) -> Path:
+    """Write `data` (bytes or text) to `path` atomically.
 
     Raises:
         TrainingFailed: the disk is full (the old file, if any, is kept).
@@ -63,20 +63,12 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[IO[bytes]], Non
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         raise write_error(path, exc) from None
-    except RuntimeError as exc:  # torch.save reports a failed write as a RuntimeError wrapping the OSError
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, OSError):
-            raise write_error(path, cause) from None
-        raise
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)

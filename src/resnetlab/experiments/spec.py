@@ -13,6 +13,7 @@ grid:                        # dotted config keys -> the values to try; every co
 seeds: [0, 1, 2]             # optional (default [0]): every point runs once per seed (train.seed)
 when:                        # optional: more overrides for the runs whose grid key has one value
   model.name=resnet56: {schedule.warmup_iters: 400}
+  model.name=resnet110: {recipe: he2016-cifar10-deep}   # `recipe:` there: those runs start from another recipe
 ```
 
 Overrides apply in this order: the recipe, `set`, the matching `when` entries, the grid values, the seed.
@@ -39,6 +40,7 @@ SPEC_KEYS = ("name", "description", "recipe", "set", "grid", "seeds", "when")
 # Keys the sweep itself decides for every run; a spec may not set or vary them.
 RESERVED_KEYS = ("train.seed", "train.out_dir")
 SEED_KEY = "train.seed"
+RECIPE_KEY = "recipe"  # in a `when:` entry: the runs of that grid value start from another recipe
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,13 @@ class RunPoint:
 
     def overrides(self, spec: SweepSpec) -> list[str]:
         """`dotted.key=value` overrides for `load_config` / `resnetlab train --set` (values as YAML)."""
-        pairs = {**spec.fixed, **spec.conditional(self.values), **self.values, SEED_KEY: self.seed}
+        conditional = {k: v for k, v in spec.conditional(self.values).items() if k != RECIPE_KEY}
+        pairs = {**spec.fixed, **conditional, **self.values, SEED_KEY: self.seed}
         return [f"{key}={format_value(value)}" for key, value in pairs.items()]
+
+    def recipe(self, spec: SweepSpec) -> str:
+        """The recipe of this run: the spec's, or the one a `when:` entry names for its grid value."""
+        return str(spec.conditional(self.values).get(RECIPE_KEY, spec.recipe))
 
 
 def shipped_specs() -> list[str]:

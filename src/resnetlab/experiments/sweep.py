@@ -135,7 +135,7 @@ def check_spec(spec: SweepSpec, points: list[RunPoint]) -> None:
 
     for point in points:
         try:
-            load_config(spec.recipe, point.overrides(spec))
+            load_config(point.recipe(spec), point.overrides(spec))
         except UserError as exc:
             raise UserError(f"sweep {spec.name}, run {point.name}: {exc}") from None
 
@@ -154,7 +154,7 @@ def plan(out: Path, points: list[RunPoint]) -> list[Task]:
 
 def run_config(spec: SweepSpec, point: RunPoint, out: Path) -> Config:
     """The config one run of the sweep trains with (as `train` resolves it)."""
-    cfg = load_config(spec.recipe, [*point.overrides(spec), f"train.out_dir={out / RUNS_DIR / point.name}"])
+    cfg = load_config(point.recipe(spec), [*point.overrides(spec), f"train.out_dir={out / RUNS_DIR / point.name}"])
     return drop_foreign_options(cfg)
 
 
@@ -206,7 +206,7 @@ def _train_in_process(spec: SweepSpec, task: Task) -> bool:
     name = task.point.name
     logger.info("%s %s", "resuming" if task.resume else "training", name)
     try:
-        cfg = load_config(spec.recipe, [*task.point.overrides(spec), f"train.out_dir={task.run_dir}"])
+        cfg = load_config(task.point.recipe(spec), [*task.point.overrides(spec), f"train.out_dir={task.run_dir}"])
         train(cfg, resume=task.resume)
     except (Interrupted, KeyboardInterrupt):
         raise
@@ -224,7 +224,8 @@ def _train_in_process(spec: SweepSpec, task: Task) -> bool:
 
 def train_command(spec: SweepSpec, task: Task) -> list[str]:
     """The `python -m resnetlab train` command line of one run."""
-    command = [sys.executable, "-m", "resnetlab", "train", "--recipe", spec.recipe, "--out", str(task.run_dir)]
+    command = [sys.executable, "-m", "resnetlab", "train", "--recipe", task.point.recipe(spec), "--out",
+               str(task.run_dir)]
     for override in task.point.overrides(spec):
         command += ["--set", override]
     return command + (["--resume"] if task.resume else [])

@@ -38,7 +38,7 @@ _OTHER_FORMATS = (  # file signatures of what people pass as weights by mistake
 _CALLING_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"})
 
 __all__ = ["ModelBuilder", "create_model", "get_builder", "list_models", "load_weights", "read_state_dict",
-           "register_model"]
+           "register_model", "unreadable_reason"]
 
 
 def _zoo() -> dict[str, ModelBuilder]:
@@ -129,7 +129,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip, pickle and unpickler errors all mean "not a readable weights file"
-        raise UserError(_unreadable(path, exc)) from exc
+        raise UserError(unreadable_reason(path, exc)) from None
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]  # one of our checkpoints
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -138,24 +138,29 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {_strip_wrappers(key): value for key, value in obj.items()}
 
 
-def _unreadable(path: Path, exc: Exception) -> str:
-    """Why torch.load(weights_only=True) refused `path`, as one line that says what to do."""
+def unreadable_reason(path: Path, exc: Exception, what: str = "weights file",
+                      hint: str = "pass a state dict or checkpoint saved with torch.save") -> str:
+    """Why torch.load(weights_only=True) refused `path`, as one line that says what to do (never torch's text).
+
+    Args:
+        path: the file.
+        exc: what torch.load raised.
+        what: what the file was meant to be ("weights file", "resnetlab checkpoint").
+        hint: what to do instead.
+    """
     with path.open("rb") as f:
         head = f.read(16)
-    save_hint = "pass a state dict or checkpoint saved with torch.save"
     kind = next((name for magic, name in _OTHER_FORMATS if head.startswith(magic)), None)
     if not head:
-        return f"weights file {path} is empty; {save_hint}"
+        return f"{what} {path} is empty; {hint}"
     if kind is not None:
-        return f"{path} is not a weights file (it is {kind}); {save_hint}"
+        return f"{path} is not a {what} (it is {kind}); {hint}"
     if re.search("unsupported global", str(exc), re.IGNORECASE) or (head[:1] == b"\x80" and _pickle_calls(path)):
-        return (f"{path} is not a weights file (refused: it contains code, e.g. a whole pickled model, which "
-                "weights_only loading never runs); save model.state_dict() instead, or load it yourself only if "
-                "you trust its source")
+        return (f"{path} is not a {what} (refused: it contains code, e.g. a whole pickled model, which "
+                "weights_only loading never runs); load it yourself only if you trust its source")
     if head.startswith(_ZIP_MAGIC) or head[:1] == b"\x80" or isinstance(exc, EOFError):
-        return (f"cannot read weights file {path} ({type(exc).__name__}); is it truncated or not a state dict "
-                "saved with torch.save?")
-    return f"{path} is not a weights file (not the format of torch.save); {save_hint}"
+        return f"cannot read {what} {path} ({type(exc).__name__}): it is truncated or corrupt; {hint}"
+    return f"{path} is not a {what} (not the format of torch.save); {hint}"
 
 
 def _pickle_calls(path: Path) -> bool:

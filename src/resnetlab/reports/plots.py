@@ -6,7 +6,6 @@ backend is switched and nothing needs a display.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -18,9 +17,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from resnetlab.engine.builders import build_data, make_loader
-from resnetlab.engine.config import load_config
-from resnetlab.engine.rundir import read_metrics
+from resnetlab.engine.builders import build_data, make_loader, scaled_lr
+from resnetlab.engine.config import Config
+from resnetlab.engine.rundir import read_config, read_metrics, read_summary
 from resnetlab.engine.schedule import LRSchedule
 from resnetlab.errors import UserError
 
@@ -33,7 +32,13 @@ VAL_STYLE = {"linewidth": 2.2}
 
 
 def _save(fig: Figure, out: Path | str) -> Path:
+    """Save `fig` as `out` (a folder gets curves.png inside it; a name without a suffix gets .png); returns the
+    path really written."""
     out = Path(out)
+    if out.is_dir():
+        out = out / "curves.png"
+    elif not out.suffix:
+        out = out.with_name(out.name + ".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.savefig(out, dpi=DPI, bbox_inches="tight")
@@ -57,15 +62,9 @@ def _series(records: list[dict[str, Any]], key: str, error: bool) -> tuple[list[
 
 
 def _run_label(run_dir: Path) -> str:
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        try:
-            best = json.loads(summary.read_text()).get("test_acc")
-            if best is not None:
-                return f"{run_dir.name} ({100 * (1 - best):.2f}% test err)"
-        except (json.JSONDecodeError, AttributeError):
-            pass
-    return run_dir.name
+    summary = read_summary(run_dir, strict=False) or {}
+    best = summary.get("test_acc")
+    return f"{run_dir.name} ({100 * (1 - best):.2f}% test err)" if best is not None else run_dir.name
 
 
 def _draw_runs(axes: Sequence[Axes], runs: Sequence[tuple[str, list[dict[str, Any]]]]) -> None:
@@ -276,27 +275,35 @@ def plot_wrong(
     return image_grid(images[order], titles, out, title_colors=["#b00020"] * len(order))
 
 
-def _load_run_config(run_dir: Path) -> Any:
+def _load_run_config(run_dir: Path) -> Config:
+    return read_config(run_dir)
 
-    return load_config(str(run_dir / "config.yaml"), [])
+
+def run_length(run_dir: Path, cfg: Config, records: list[dict[str, Any]]) -> int:
+    """The run's planned iterations: train.iters, or train.epochs x the iterations per epoch its rows imply."""
+    if cfg.train.iters:
+        return cfg.train.iters
+    per_epoch = next((r["step"] / r["epoch"] for r in records if r.get("epoch")), None)
+    return round(cfg.train.epochs * per_epoch) if per_epoch else max(r["step"] for r in records)
 
 
 def plot_lr(run_dir: Path | str) -> Path:
-    """RUN_DIR/plots/lr.png: the learning rate against iteration (the schedule, and the logged values)."""
-
+    """RUN_DIR/plots/lr.png: the learning rate against iteration over the whole planned run (the schedule, with
+    the distributed lr scaling the run used, and the logged values)."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     fig = Figure(figsize=(6.5, 3.4))
     ax = fig.subplots()
     cfg = _load_run_config(run_dir)
-    total = max(r["step"] for r in records)
+    total = run_length(run_dir, cfg, records)
+    world_size = int((read_summary(run_dir, strict=False) or {}).get("world_size", 1))
     if cfg.schedule.name != "plateau":  # every other schedule is a pure function of the iteration
-        schedule = LRSchedule(cfg.schedule, cfg.optim.lr, total)
+        schedule = LRSchedule(cfg.schedule, scaled_lr(cfg, world_size), total)
         steps = sorted({int(s) for s in torch.linspace(0, total - 1, min(total, 600)).tolist()})
         ax.plot(steps, [schedule.lr_at(s) for s in steps], color="C0", linewidth=1.6, label=cfg.schedule.name)
     logged = [(r["step"], r["lr"]) for r in records if r.get("lr") is not None]
     if logged:
-        ax.plot(*zip(*logged, strict=True), "o", color="C3", markersize=4, label="logged at evaluation")
+        ax.plot(*zip(*logged, strict=True), "o", color="C3", markersize=3, label="logged")
     ax.set_xlabel("iteration")
     ax.set_ylabel("learning rate")
     ax.grid(True, alpha=0.3)

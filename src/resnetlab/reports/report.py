@@ -13,13 +13,13 @@ import base64
 import html
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from resnetlab.engine.rundir import atomic_write, read_config, read_evaluation, read_metrics, read_summary
 from resnetlab.errors import UserError
 from resnetlab.reports import plots
 from resnetlab.reports.evaluation import evaluate_run
@@ -68,13 +68,6 @@ footer { color: #8a94a0; font-size: 12px; text-align: center; padding: 10px; }
 # ------------------------------------------------------------------------------------ generating pieces
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _attempt(what: str, make: Callable[[], Any], notes: list[str]) -> Any:
     """Run `make`; on a UserError (e.g. data not on this machine) record a note instead of failing."""
     try:
@@ -97,7 +90,7 @@ def _ensure_pieces(run_dir: Path) -> list[str]:
     needed = [run_dir / f"eval_{SPLIT}.json", plot_dir / f"confusion_{SPLIT}.png", plot_dir / f"wrong_{SPLIT}.png"]
     if not all(p.is_file() for p in needed):
         _attempt("test-set evaluation", lambda: evaluate_run(run_dir, split=SPLIT), notes)
-    result = _read_json(run_dir / f"eval_{SPLIT}.json")
+    result = read_evaluation(run_dir, SPLIT)
     if result and "per_class" in result:
         _attempt("per-class plot", lambda: plots.plot_per_class(result, plot_dir / f"per_class_{SPLIT}.png"), notes)
     if not (plot_dir / "train_samples.png").is_file():
@@ -130,22 +123,43 @@ def _fmt(key: str, value: Any) -> str:
     return str(value)
 
 
-def _kv_table(data: dict[str, Any]) -> str:
-    rows = "".join(f'<tr><td class="k">{html.escape(str(k))}</td><td>{html.escape(_fmt(str(k), v))}</td></tr>'
-                   for k, v in data.items())
+# summary.json keys in words (the report never shows a raw key); keys not listed are shown as they are.
+SUMMARY_LABELS = {
+    "test_acc": "test accuracy, best-validation model", "test_acc_final": "test accuracy, final model",
+    "test_loss": "test loss, best-validation model", "test_loss_final": "test loss, final model",
+    "best_val_acc": "best validation accuracy", "best_step": "iteration of the best validation accuracy",
+    "final_train_acc": "training accuracy, last logging interval", "params": "parameters",
+    "macs": "multiply-accumulates per image", "steps": "iterations", "epochs": "epochs",
+    "train_time_s": "training time", "wall_time_s": "wall time of the command", "images_per_s": "images per second",
+    "model": "model", "data": "data set", "recipe": "recipe", "seed": "seed", "device": "device",
+    "world_size": "processes", "amp": "mixed precision", "compile": "torch.compile", "stopped_early": "stopped early",
+}
+PROVENANCE_LABELS = {
+    "resnetlab": "resnetlab", "git_commit": "git commit", "python": "Python", "torch": "PyTorch",
+    "torchvision": "torchvision", "device": "device", "gpu": "GPU", "cuda": "CUDA", "cpu": "CPU",
+    "cpu_capability": "CPU kernels", "threads": "CPU threads", "platform": "platform", "date": "date (UTC)",
+    "command": "command", "amp": "mixed precision", "compile": "torch.compile",
+}
+
+
+def _kv_table(data: dict[str, Any], labels: dict[str, str]) -> str:
+    rows = "".join(f'<tr><td class="k">{html.escape(labels.get(str(k), str(k)))}</td>'
+                   f'<td>{html.escape(_fmt(str(k), v))}</td></tr>' for k, v in data.items() if not isinstance(v, dict))
     return f"<table><tbody>{rows}</tbody></table>"
 
 
 def _kpis(summary: dict[str, Any] | None, result: dict[str, Any] | None) -> str:
+    """The cards on top: errors (one unit for every rate), then size and cost."""
     items: list[tuple[str, str]] = []
     acc = (result or {}).get("acc", (summary or {}).get("test_acc"))
     if acc is not None:
         items.append(("test error (top-1)", f"{100 * (1 - acc):.2f}%"))
     if result and result.get("acc5") is not None:
-        items.append((f"top-{result.get('top_k', 5)} error", f"{100 * (1 - result['acc5']):.2f}%"))
+        items.append((f"test error (top-{result.get('top_k', 5)})", f"{100 * (1 - result['acc5']):.2f}%"))
+    if summary and summary.get("best_val_acc") is not None:
+        items.append(("best validation error", f"{100 * (1 - summary['best_val_acc']):.2f}%"))
     if summary:
-        for key, label in (("best_val_acc", "best validation acc"), ("params", "parameters"), ("steps", "iterations"),
-                           ("train_time_s", "training time")):
+        for key, label in (("params", "parameters"), ("steps", "iterations"), ("train_time_s", "training time")):
             if summary.get(key) is not None:
                 items.append((label, _fmt(key, summary[key])))
     cells = "".join(f'<div class="kpi"><div class="v">{html.escape(v)}</div><div class="l">{html.escape(label)}</div>'
@@ -189,21 +203,27 @@ def _evaluation_sections(run_dir: Path, result: dict[str, Any] | None) -> list[s
 
 
 def _render(run_dir: Path, notes: list[str]) -> str:
-    summary = _read_json(run_dir / "summary.json")
-    result = _read_json(run_dir / f"eval_{SPLIT}.json")
+    summary = read_summary(run_dir, strict=False)
+    result = read_evaluation(run_dir, SPLIT)
     config_path = run_dir / "config.yaml"
     config = config_path.read_text() if config_path.is_file() else "(config.yaml is missing)"
     model, data = _model_and_data(config)
     status = "finished" if summary else "not finished (no summary.json yet)"
     warn = "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
     curves = _section("Training curves", _img(run_dir / "plots" / "curves.png", "loss and error against iteration"),
-                      "Training (thin, dashed) and validation (bold) loss and top-1 error against iteration, "
-                      "drawn like Figure 6 of He et al. (2016).")
+                      "Training (thin, dashed; over each logging interval) and validation (bold) loss and top-1 "
+                      "error against iteration, drawn like Figure 6 of He et al. (2016)." + _loss_note(run_dir))
     lr = _section("Learning rate", _img(run_dir / "plots" / "lr.png", "learning rate against iteration"))
     samples = _section("Training images as the model sees them",
                        _img(run_dir / "plots" / "train_samples.png", "training images"),
                        "One batch from the training loader: augmented, then un-normalized for display.")
-    summary_html = _section("Summary", _kv_table(summary) if summary else '<p class="note">No summary.json.</p>')
+    summary_html = _section("Summary", _kv_table(summary, SUMMARY_LABELS) if summary else
+                            '<p class="note">No summary.json.</p>')
+    provenance = (summary or {}).get("provenance")
+    provenance_html = _section("Where it ran", _kv_table(provenance, PROVENANCE_LABELS) if provenance else
+                               '<p class="note">Not recorded (a run of resnetlab before 0.2).</p>',
+                               "Software, hardware, date and command: bit-identical results are promised on the "
+                               "same versions and CPU kernels only.")
     config_html = _section("Configuration", f"<pre>{html.escape(config)}</pre>",
                            f"{config_path.name}: re-running it with --recipe reproduces the run.")
     parts = [
@@ -211,13 +231,33 @@ def _render(run_dir: Path, notes: list[str]) -> str:
         f"&middot; run {status} &middot; {html.escape(str(run_dir.resolve()))}</p></header><main>",
         warn, _kpis(summary, result), f'<div class="stack">{curves}</div>',
         *_evaluation_sections(run_dir, result), f'<div class="stack">{samples}</div>',
-        f'<div class="row stack">{summary_html}{lr}</div>', f'<div class="stack">{config_html}</div>',
+        f'<div class="row stack">{summary_html}{lr}</div>', f'<div class="stack">{provenance_html}</div>',
+        f'<div class="stack">{config_html}</div>',
         "</main><footer>written by resnetlab &middot; self-contained: every image is embedded in this file</footer>",
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>resnetlab report: {html.escape(run_dir.name)}</title><style>{CSS}</style></head><body>"
             + "\n".join(p for p in parts if p) + "</body></html>\n")
+
+
+def _loss_note(run_dir: Path) -> str:
+    """Why the training loss may sit above the validation loss, when it does and the run regularizes."""
+    try:
+        rows = [r for r in read_metrics(run_dir) if r.get("val_loss") is not None and r.get("train_loss") is not None]
+        cfg = read_config(run_dir)
+    except UserError:
+        return ""
+    if not rows or rows[-1]["train_loss"] <= rows[-1]["val_loss"]:
+        return ""
+    d, t = cfg.data, cfg.train
+    causes = [f"label smoothing {t.label_smoothing:g}"] if t.label_smoothing else []
+    if d.crop_padding or d.flip or d.translate or d.cutout:
+        causes.append("augmentation")
+    if not causes:
+        return ""
+    return (f" The training loss ends above the validation loss: {' and '.join(causes)} apply to the training loss "
+            "only (the validation images are neither augmented nor smoothed), so this is not a sign of a problem.")
 
 
 def _model_and_data(config_text: str) -> tuple[str, str]:
@@ -242,9 +282,6 @@ def write_report(run_dir: Path | str) -> Path:
     if not run_dir.is_dir() or not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass the --out of 'resnetlab train'")
     notes = _ensure_pieces(run_dir)
-    out = run_dir / "report.html"
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(_render(run_dir, notes), encoding="utf-8")
-    os.replace(tmp, out)
+    out = atomic_write(run_dir / "report.html", _render(run_dir, notes))
     log.info("wrote %s", out)
     return out

@@ -6,7 +6,6 @@ the sweep was started with, so reading a sweep needs nothing but the directory. 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import statistics
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from resnetlab.engine.rundir import read_metrics
+from resnetlab.engine.rundir import read_metrics, read_summary
 from resnetlab.errors import UserError
 from resnetlab.experiments.spec import RunPoint, SweepSpec, expand, format_value, parse_spec
 
@@ -60,14 +59,14 @@ def read_sweep_spec(out_dir: str | Path) -> SweepSpec:
 
 
 def collect_runs(out_dir: str | Path, spec: SweepSpec) -> list[RunRecord]:
-    """The finished runs of the sweep in grid order (runs without summary.json are left out)."""
+    """The finished runs of the sweep in grid order: runs without a valid summary.json are left out (a corrupt one
+    with a warning that names it)."""
     records = []
     for point in expand(spec):
         run_dir = Path(out_dir) / RUNS_DIR / point.name
-        summary_path = run_dir / "summary.json"
-        if summary_path.is_file():
-            records.append(RunRecord(point, json.loads(summary_path.read_text()), read_metrics(run_dir,
-                                                                                               required=False)))
+        summary = read_summary(run_dir, strict=False)
+        if summary is not None:
+            records.append(RunRecord(point, summary, read_metrics(run_dir, required=False)))
     return records
 
 

@@ -1,0 +1,156 @@
+"""Nothing lost, nothing mixed: the run directory's lock, kills at any moment, a full disk, and one-line errors.
+
+The processes here are real (`python tests/support/fault_worker.py FAULT N train ...`): a fault is a SIGKILL
+after an optimizer step or in the middle of a checkpoint write, or a pause that holds the lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from support.enginekit import cli_args, read_rows
+
+from resnetlab.engine.checkpoint import read_checkpoint
+from resnetlab.engine.rundir import TEMP_MARK
+
+WORKER = Path(__file__).resolve().parents[1] / "support" / "fault_worker.py"
+# 2 epochs of 12 steps, evaluated every 5 steps (checkpoints at 5, 10, 15, 20, 24), rows every 3 steps.
+FAULT_SETTINGS = {"train__eval_every": 5, "train__log_every": 3, "data__crop_padding": 2, "data__flip": True}
+
+
+def run_worker(fault: str, n: int, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(WORKER), fault, str(n), *argv], capture_output=True, text=True,
+                          env=env, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_root, tmp_path_factory) -> Path:
+    """The uninterrupted run every faulty one must end equal to."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    assert run_worker("none", 0, cli_args(tiny_root, out, **FAULT_SETTINGS)).returncode == 0
+    return out
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = (read_checkpoint(p / "checkpoints" / "last.pt")["model"] for p in (a, b))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def stray_files(run_dir: Path) -> list[str]:
+    return [str(p) for p in run_dir.rglob("*") if TEMP_MARK in p.name]
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("images_per_s", "time_s")} for r in rows]
+
+
+@pytest.mark.slow
+def test_kills_at_seeded_random_moments_resume_to_bit_identical_weights(tiny_root, tmp_path, straight):
+    """SIGKILL after a random step or during a random checkpoint write (seeded), then --resume until it finishes:
+    the weights and the metrics rows equal the uninterrupted run's, and no temporary file is left."""
+    rng = random.Random(11)
+    faults = [("kill-step", 2)]  # before the first checkpoint: the run starts over
+    faults += [("kill-write", 1), ("kill-write", rng.randint(2, 5))]  # mid-write: the temp file is left behind
+    faults += [("kill-step", rng.randint(3, 23)) for _ in range(3)]
+    outcomes = []
+    for i, (fault, n) in enumerate(faults):
+        out = tmp_path / f"run{i}"
+        argv = cli_args(tiny_root, out, **FAULT_SETTINGS)
+        killed = run_worker(fault, n, argv)
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        resumed = run_worker("none", 0, [*argv, "--resume"])
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        outcomes.append((fault, n, same_weights(out, straight), stray_files(out)))
+        assert without_timing(read_rows(out)) == without_timing(read_rows(straight)), (fault, n)
+    assert all(equal and not stray for _, _, equal, stray in outcomes), outcomes
+
+
+@pytest.mark.slow
+def test_a_second_train_on_the_same_out_exits_2_naming_the_holder(tiny_root, tmp_path, straight):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, str(WORKER), "hold", "25", *cli_args(tiny_root, out, **FAULT_SETTINGS)],
+                             stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (out / "config.yaml").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    others = [subprocess.Popen([sys.executable, str(WORKER), "none", "0", *argv], stderr=subprocess.PIPE, text=True,
+                               env=env)
+              for argv in (cli_args(tiny_root, out, **{**FAULT_SETTINGS, "model__name": "plain20"}),
+                           [*cli_args(tiny_root, out, **FAULT_SETTINGS), "--resume"])]
+    for other in others:  # both refused while the first one holds the lock (it sleeps 25 s after its first step)
+        assert other.wait(timeout=60) == 2 and first.poll() is None
+        err = other.stderr.read()
+        assert f"PID {first.pid}" in err and len(err.strip().splitlines()) == 1, err
+    assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    assert same_weights(out, straight)  # the first run alone trained there
+    assert json.loads((out / "summary.json").read_text())["model"] == "resnet20"
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_the_earlier_checkpoint(tiny_root, tmp_path, run_cli, monkeypatch):
+    out = tmp_path / "run"
+    writes = [0]
+    fsync = os.fsync
+
+    def full_on_the_third_checkpoint(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(f".pt{TEMP_MARK}{os.getpid()}"):
+            writes[0] += 1
+            if writes[0] == 3:  # best.pt and last.pt at step 5, then the first one of step 10
+                raise OSError(errno.ENOSPC, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_on_the_third_checkpoint)
+    code, _, err = run_cli(*cli_args(tiny_root, out, **FAULT_SETTINGS))
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "no space left on the device for" in err and "checkpoints/" in err and " free)" in err and "--resume" in err
+    assert read_checkpoint(out / "checkpoints" / "last.pt")["step"] == 5  # the earlier checkpoint is intact
+    assert not stray_files(out)
+
+
+def test_stale_temporary_files_are_removed_when_a_run_starts(tiny_root, tmp_path, run_cli):
+    out = tmp_path / "run"
+    code, _, _ = run_cli(*cli_args(tiny_root, out, **{**FAULT_SETTINGS, "train__iters": 5}))
+    (out / "summary.json").unlink()
+    stale = [out / "checkpoints" / f".last.pt{TEMP_MARK}99999", out / f".summary.json{TEMP_MARK}12"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    code, _, err = run_cli(*cli_args(tiny_root, out, **{**FAULT_SETTINGS, "train__iters": 5}), "--resume")
+    assert code == 0, err
+    assert not any(p.exists() for p in stale)
+
+
+def test_resume_from_another_checkpoint_when_last_pt_is_corrupt(tiny_root, tmp_path, straight, run_cli):
+    out = tmp_path / "run"
+    argv = cli_args(tiny_root, out, **{**FAULT_SETTINGS, "train__top_k": 5})
+    assert run_worker("kill-step", 17, argv).returncode == -9
+    (out / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 torn")
+    code, _, err = run_cli(*argv, "--resume")
+    assert code == 2 and "is truncated or corrupt" in err and "--resume-from" in err
+    code, _, err = run_cli(*argv, "--resume-from", out / "checkpoints" / "top-00000010.pt")
+    assert code == 0, err
+    assert same_weights(out, straight)  # from step 10, exactly as the uninterrupted run went on
+    assert without_timing(read_rows(out)) == without_timing(read_rows(straight))
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--set", "train.out_dir=/etc/passwd/run"], "cannot write /etc/passwd/run"),
+    (["--set", "train.out_dir=/proc/1/resnetlab-run"], "cannot write /proc/1/resnetlab-run"),
+    (["--set", "optim.lr=1e308"], "optim.lr must be positive and below"),
+    (["--set", "data.root=/etc/passwd"], "--data-dir /etc/passwd is a file"),
+    (["--set", "model.weights=/tmp"], "is a directory"),
+])
+def test_bad_places_and_values_are_one_line_errors(tiny_root, tmp_path, run_cli, argv, words):
+    base = cli_args(tiny_root, tmp_path / "run", train__iters=2)
+    code, _, err = run_cli(*base, *argv)
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,10 +41,9 @@ from resnetlab.data import ImageSet, pixel_mean
 from resnetlab.engine import builders, trainer
 from resnetlab.engine.config import Config, load_config
 from resnetlab.engine.distributed import DistEnv
-from resnetlab.engine.metrics import Metrics
+from resnetlab.engine.run import Run, build_run
 from resnetlab.engine.runtime import StopSignals, process_settings
-from resnetlab.engine.schedule import LRSchedule
-from resnetlab.models import create_model
+from resnetlab.models import create_model, summarize
 
 TUTORIAL_MEAN, TUTORIAL_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the tutorial's constants
 Step = Callable[[], int]  # one training step; returns the images it trained on
@@ -55,28 +52,17 @@ Step = Callable[[], int]  # one training step; returns the images it trained on
 # ------------------------------------------------------------------------------------------------ ours
 
 
-def engine_run(cfg: Config, imageset: ImageSet, device: torch.device, total_iters: int) -> trainer.Run:
-    """The run objects `resnetlab train` would build for `cfg`, on `imageset` instead of a named data set."""
-    env = DistEnv()
+def engine_run(cfg: Config, imageset: ImageSet, device: torch.device, total_iters: int) -> Run:
+    """The run `resnetlab train` would build for `cfg` (engine.run.build_run), on `imageset` instead of a named
+    data set, writing nothing."""
     normalization = {"mean": pixel_mean(imageset).tolist(), "std": [1.0] * imageset.images.shape[1]}  # pixel mean
-    data = builders.Datasets(train=imageset, val=None, test=imageset, classes=list(imageset.classes),
+    data = builders.Datasets(train=imageset, val=None, test=None, classes=list(imageset.classes),
                              normalization=normalization)
-    net = builders.build_model(cfg, in_chans=imageset.images.shape[1], num_classes=len(imageset.classes))
-    net.to(device, memory_format=torch.channels_last if cfg.train.channels_last else torch.preserve_format)
-    loader = builders.make_loader(imageset, cfg, train=True, device=device, normalization=normalization)
-    lr = builders.scaled_lr(cfg, 1)
-    amp = builders.amp_dtype(cfg.train.amp, device)
-    return trainer.Run(
-        cfg=cfg, env=env, device=device, run_dir=Path(tempfile.gettempdir()), data=data, net=net,
-        model=trainer._wrap(net, cfg, env, device), optimizer=builders.build_optimizer(net, cfg, lr, device),
-        schedule=LRSchedule(cfg.schedule, lr, total_iters), scaler=trainer._grad_scaler(device, amp),
-        criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), amp=amp, train_loader=loader,
-        val_loader=None, train_metrics=Metrics(len(imageset.classes), device=device), total_iters=total_iters,
-        steps_per_epoch=len(loader), state=trainer.TrainState(), stop=StopSignals(),
-        finite=torch.ones((), dtype=torch.bool, device=device), clock={"period_images": 0.0})
+    cfg.train.iters = total_iters
+    return build_run(cfg, DistEnv(), device, None, None, StopSignals(), data=data)
 
 
-def engine_step(run: trainer.Run) -> Step:
+def engine_step(run: Run) -> Step:
     """One `trainer.train_step` per call, on the Loader's next batch (across epochs)."""
     batches = endless(run.train_loader)
     run.model.train()
@@ -139,6 +125,28 @@ def timed(step: Step, iters: int, device: torch.device) -> tuple[float, float]:
     return images / seconds, seconds
 
 
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 1024, reps: int = 10) -> float:
+    """The best GFLOP/s of a size x size matrix product in `dtype` on `device` (2 size^3 operations)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=gen).to(device=device, dtype=dtype) for _ in range(2))
+    best = float("inf")
+    for i in range(reps + 3):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 3:  # the first products warm up the kernels
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def training_gflop_per_image(cfg: Config, imageset: ImageSet) -> float:
+    """Forward + backward of one training image: about 3 x 2 x its multiply-accumulates (the backward pass costs
+    twice the forward one), in GFLOP."""
+    net = builders.build_model(cfg, in_chans=imageset.images.shape[1], num_classes=len(imageset.classes))
+    return 3 * 2 * summarize(net.eval(), (1, *imageset.images.shape[1:])).macs / 1e9
+
+
 def random_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, ImageSet]:
     """n random CIFAR-shaped images: (N, 32, 32, 3) uint8 for PIL, the labels, and the same as an ImageSet."""
     rng = np.random.default_rng(seed)
@@ -184,6 +192,10 @@ def main() -> None:
         print(f"rep {rep + 1}: resnetlab {ours_rates[-1]:,.1f} images/s, tutorial {tutorial_rates[-1]:,.1f} images/s",
               flush=True)
     ours_median, tutorial_median = statistics.median(ours_rates), statistics.median(tutorial_rates)
+    with process_settings(cfg, device):  # the peaks with our side's threads, measured now, in this run
+        peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
+    gflop = training_gflop_per_image(cfg, imageset)
+    ours_dtype = "bf16" if run.amp == torch.bfloat16 else "fp32"
     t, compiled = cfg.train, builders.use_compile(cfg.train.compile, device)
     print(f"device {device}, torch {torch.__version__}, batch 128, {args.reps} x {args.iters} steps per side")
     print(f"warm-up ({args.warmup} steps): resnetlab {ours_warmup:.1f} s, tutorial {tutorial_warmup:.1f} s")
@@ -191,6 +203,12 @@ def main() -> None:
           f"amp={run.amp}): {ours_median:,.1f} images/s (median)")
     print(f"tutorial loop ({default_threads} threads, {args.workers} DataLoader workers, fp32 NCHW):"
           f" {tutorial_median:,.1f} images/s (median)")
+    print(f"matmul peak ({ours_threads} threads, measured in this run): fp32 {peaks['fp32']:,.1f} GFLOP/s, "
+          f"bf16 {peaks['bf16']:,.1f} GFLOP/s")
+    for name, rate, dtype in (("resnetlab", ours_median, ours_dtype), ("tutorial", tutorial_median, "fp32")):
+        achieved = rate * gflop
+        print(f"{name}: {achieved:,.1f} GFLOP/s achieved ({gflop:.3f} GFLOP per training image) = "
+              f"{100 * achieved / peaks[dtype]:.1f}% of the {dtype} matmul peak")
     print(f"ratio: {ours_median / tutorial_median:.2f}")
 
 

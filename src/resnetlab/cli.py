@@ -259,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="RUN_DIR|CKPT", help="a run directory (its best.pt) or a checkpoint file")
     p.add_argument("--split", choices=["test", "val"], default="test",
                    help="the official test split, or the run's own validation split (default: test)")
-    p.add_argument("--tta", action="store_true",
-                   help="average with the horizontally flipped image (files are named *_tta)")
+    p.add_argument("--tta", nargs="?", const="flip", choices=["flip", "shift"], default=False,
+                   help="test-time augmentation: flip (the default of a bare --tta) averages with the mirrored image; "
+                   "shift also with both moved by one pixel (files are named *_tta, *_tta-shift)")
     p.add_argument("--data", help="another labelled data set with the same classes, e.g. imagefolder:PATH")
     p.add_argument("--data-dir", help="the folder that holds the data set, if not where the run found it")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="(default: auto)")

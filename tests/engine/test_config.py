@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
+from resnetlab.engine import builders
 from resnetlab.engine.config import (
     Config,
     config_from_dict,
@@ -41,14 +42,16 @@ def test_default_recipe_is_fmnist_fast():
     cfg = load_config(None, [])
     assert cfg.recipe == "fmnist-fast"
     assert (cfg.model.name, cfg.data.name, cfg.schedule.name) == ("resnet20", "fashion-mnist", "onecycle")
-    assert cfg.data.batch_size == 256 and cfg.data.val_size == 5000 and cfg.train.label_smoothing == 0.1
+    assert cfg.data.batch_size == 256 and cfg.data.val_size is None and cfg.train.label_smoothing == 0.1
+    assert builders.val_count(cfg.data.val_size, 60000, cfg.data.name) == 5000  # null: the 5,000 default
 
 
 def test_paper_recipe_values():
     cfg = load_config("he2016-cifar10", [])
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.data.batch_size) == (0.1, 0.9, 1e-4, 128)
     assert cfg.schedule.milestones == [32000, 48000] and cfg.train.iters == 64000
-    assert (cfg.model.shortcut, cfg.data.crop_padding, cfg.data.flip, cfg.data.val_size) == ("A", 4, True, 5000)
+    assert (cfg.model.shortcut, cfg.data.crop_padding, cfg.data.flip) == ("A", 4, True)
+    assert builders.val_count(cfg.data.val_size, 50000, cfg.data.name) == 5000  # the paper's 45k/5k split
 
 
 def test_deep_recipe_extends_the_paper_recipe_and_adds_the_warmup():

@@ -11,7 +11,7 @@ import torch
 from support.enginekit import tiny_config
 
 from resnetlab.engine import builders
-from resnetlab.engine.run import Hook
+from resnetlab.engine.hooks import Hook
 from resnetlab.errors import UserError
 from resnetlab.experiments.lr_find import LRCurve, check_range, diverged, lr_find, plot_lr_find, suggest_lr
 

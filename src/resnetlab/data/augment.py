@@ -25,7 +25,9 @@ class AugmentConfig:
     Attributes:
         crop_padding: zero-pad by this many pixels on each side, then crop a random window of the original
             size (4 for CIFAR, He et al. 2016 Sec. 4.2); 0 = off.
-        flip: random horizontal flip with probability 1/2 (He et al. 2016; off for digits).
+        flip: random horizontal flip with probability 1/2 (He et al. 2016; off for digits); "alternate" flips each
+            image in every other epoch, starting from a seeded coin per image (Jordan 2024, arXiv 2404.00498:
+            the derandomized flip shows every image both ways in any two consecutive epochs).
         translate: after the crop, shift by up to this many pixels in each direction, zero-filled; 0 = off.
         cutout: side of a square, centered anywhere in the image and clipped at its border, set to zero after
             normalization, i.e. to the mean (DeVries & Taylor 2017, arXiv 1708.04552); 0 = off.
@@ -34,7 +36,7 @@ class AugmentConfig:
     """
 
     crop_padding: int = 0
-    flip: bool = False
+    flip: bool | str = False
     translate: int = 0
     cutout: int = 0
     resize: int | None = None
@@ -43,6 +45,8 @@ class AugmentConfig:
         for key in ("crop_padding", "translate", "cutout"):
             if getattr(self, key) < 0:
                 raise UserError(f"augmentation {key} must be >= 0 pixels; got {getattr(self, key)}")
+        if self.flip not in (True, False, "alternate"):
+            raise UserError(f"augmentation flip must be true, false or alternate; got {self.flip!r}")
         if self.resize is not None and self.resize < 1:
             raise UserError(f"augmentation resize must be a positive size in pixels or None; got {self.resize}")
 

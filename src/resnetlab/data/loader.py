@@ -15,12 +15,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from resnetlab.data.augment import AugmentConfig, augment_uint8, cutout_, draw_params
+from resnetlab.data.augment import FLIP, AugmentConfig, augment_uint8, cutout_, draw_params
 from resnetlab.data.imageset import ImageSet
 from resnetlab.errors import UserError
 
 _MASK64 = (1 << 64) - 1
-_ORDER_STREAM, _AUGMENT_STREAM = 1, 2
+_ORDER_STREAM, _AUGMENT_STREAM, _FLIP_STREAM = 1, 2, 3
 # The Loader keeps a left-right mirrored copy of data sets up to this size when flips are on: it turns the
 # costliest per-batch step on a CPU (flipping 3-byte pixels) into one more row gather.
 MIRROR_MAX_BYTES = 1 << 30
@@ -157,6 +157,10 @@ class Loader:
         self._labels = imageset.labels.to(self.device)
         mirror = augment is not None and augment.flip and self._images.nbytes <= MIRROR_MAX_BYTES
         self._mirrored = self._images.flip(2) if mirror else None
+        # flip=alternate: each image's flip in epoch 0 (a seeded coin), inverted in every later epoch
+        self._first_flip = (torch.randint(0, 2, (len(imageset),), generator=torch.Generator().manual_seed(
+            derive_seed(_FLIP_STREAM, seed))).to(self.device) if augment is not None and augment.flip == "alternate"
+            else None)
         self.transform = BatchTransform(augment, mean=mean, std=std, image_shape=imageset.images.shape[1:],
                                         device=self.device, channels_last=channels_last, pixel_mean=pixel_mean)
         self._epoch = 0
@@ -215,6 +219,8 @@ class Loader:
         params = self.transform.draw(n_global, derive_seed(_AUGMENT_STREAM, self.seed, epoch, b))
         if params is not None:
             params = params[lo:hi].to(self.device, non_blocking=True)
+            if self._first_flip is not None:
+                params[:, FLIP] = (self._first_flip.index_select(0, index) + epoch) % 2
         mirrored = None if self._mirrored is None else self._mirrored.index_select(0, index)
         x = self.transform.apply(self._images.index_select(0, index), params, mirrored)
         return x, self._labels.index_select(0, index)

@@ -61,7 +61,7 @@ class DataConfig:
     image_size: int | None = None  # resize when loading (stored at this size in memory)
     channels: int | None = None  # convert to 1 or 3 channels when loading
     crop_padding: int = 0  # pad-and-random-crop by this many pixels
-    flip: bool = False  # random horizontal flip
+    flip: bool | Literal["alternate"] = False  # random horizontal flip; alternate: every other epoch (Jordan 2024)
     translate: int = 0  # random translation by up to this many pixels
     cutout: int = 0  # side of a random square set to zero (0 = off)
     resize: int | None = None  # resize each batch on the device (e.g. 28 -> 96 px without 96-px copies in memory)
@@ -114,6 +114,7 @@ class TrainConfig:
     compile: bool | Literal["auto"] = "auto"  # torch.compile; auto = on CUDA (on a CPU it did not pay, bench/)
     deterministic: bool = False
     label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # validate, select and test an exponential moving average of the weights; 0 = off
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     freeze_bn: bool = False  # BatchNorm layers keep their running statistics (eval mode) while training
     eval_every: int = 0  # iterations between validations; 0 = once per epoch
@@ -129,7 +130,7 @@ class EvalConfig:
     """Evaluation of the validation and test splits."""
 
     batch_size: int = 512
-    tta: bool = False  # test-time augmentation: average with the flipped image
+    tta: bool | Literal["flip", "shift"] = False  # test-time augmentation: flip (= true) or flip + 1-px shifts
 
 
 @dataclass
@@ -462,6 +463,7 @@ def validate(cfg: Config) -> None:
     _check(t.epochs >= 1 or t.iters >= 1, "train.epochs or train.iters must be at least 1")
     _check(t.iters >= 0 and t.epochs >= 0, "train.epochs and train.iters must be >= 0")
     _check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1); got {t.label_smoothing}")
+    _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0 = off, e.g. 0.999); got {t.ema_decay}")
     for key in ("grad_clip", "eval_every", "top_k", "threads"):
         _check(getattr(t, key) >= 0, f"train.{key} must be >= 0; got {getattr(t, key)}")
     _check(t.log_every >= 1, f"train.log_every must be at least 1; got {t.log_every}")

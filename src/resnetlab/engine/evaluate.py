@@ -45,8 +45,28 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
-def forward_scores(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Logits of a batch; with `tta`, log of the mean softmax of the image and its horizontal flip.
+TTA_MODES = ("flip", "shift")
+
+
+def tta_views(x: torch.Tensor, tta: bool | str) -> list[torch.Tensor]:
+    """The views of a normalized batch (B, C, H, W) that test-time augmentation averages over.
+
+    flip (or True): the image and its left-right mirror. shift: those two, each also moved one pixel up-left and
+    one pixel down-right (zero-filled, i.e. the mean), six views as airbench's multi-view TTA (Jordan 2024).
+    """
+    if not tta:
+        return [x]
+    views = [x, torch.flip(x, dims=[3])]
+    if tta == "shift":
+        h, w = x.shape[-2:]
+        for view in views[:2]:
+            padded = F.pad(view, (1, 1, 1, 1))
+            views += [padded[..., :h, :w], padded[..., 2:, 2:]]
+    return views
+
+
+def forward_scores(model: nn.Module, x: torch.Tensor, tta: bool | str = False) -> torch.Tensor:
+    """Logits of a batch; with `tta`, the log of the mean softmax over its views (`tta_views`).
 
     The log of the averaged probabilities is returned so that cross-entropy on it is the loss of the averaged
     prediction and argmax / top-k are those of the averaged probabilities.
@@ -54,13 +74,12 @@ def forward_scores(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torc
     Args:
         model: the network (already in eval mode).
         x: (B, C, H, W) normalized batch.
-        tta: average with the prediction for `torch.flip(x, dims=[3])` (left-right mirror).
+        tta: False, "flip" (or True) or "shift" (see `tta_views`).
     """
-    logits = model(x).float()  # (B, K)
     if not tta:
-        return logits
-    flipped = model(torch.flip(x, dims=[3])).float()
-    probs = (logits.softmax(dim=1) + flipped.softmax(dim=1)) / 2
+        return model(x).float()  # (B, K)
+    views = tta_views(x, tta)
+    probs = sum(model(view).float().softmax(dim=1) for view in views) / len(views)
     return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
@@ -86,7 +105,7 @@ def evaluate_model(
         loader: yields (x normalized float, y int64) batches.
         num_classes: K.
         per_class: also compute the per-class table and confusion matrix.
-        tta: test-time augmentation with the horizontal flip (see `forward_scores`).
+        tta: test-time augmentation: False, "flip" (or True) or "shift" (see `tta_views`).
         amp_dtype: e.g. torch.bfloat16 for mixed precision; None = full precision.
         classes: class names for the per-class rows.
         progress: show a progress bar (named `what`) once the evaluation has taken more than 2 seconds.
@@ -229,7 +248,7 @@ class Scored:
     tag: str  # eval_<tag>.json: the split, the data set when another one, and _tta
 
 
-def score(checkpoint_or_run: Path | str, split: str = "test", data: str | None = None, tta: bool = False, *,
+def score(checkpoint_or_run: Path | str, split: str = "test", data: str | None = None, tta: bool | str = False, *,
           data_dir: Path | str | None = None, device: str = "auto", batch_size: int | None = None) -> Scored:
     """Score a run's best checkpoint (or any checkpoint) on a labelled split and write eval_<tag>.json and
     confusion_<tag>.csv into the run directory (or beside a checkpoint outside one). See `evaluate`."""
@@ -242,6 +261,8 @@ def score(checkpoint_or_run: Path | str, split: str = "test", data: str | None =
         cfg.eval.batch_size = batch_size
     target = select_device(device)
     loader = make_loader(imageset, cfg, train=False, device=target, normalization=info["normalization"])
+    if tta not in (False, True, *TTA_MODES):
+        raise UserError(f"unknown test-time augmentation {tta!r}; use flip or shift")
     scores, targets = predict_batches(model.to(target), loader, tta=tta, progress=True)
     metrics = Metrics(info["num_classes"], per_class=True, classes=info["classes"])
     metrics.update(scores, targets, F.cross_entropy(scores, targets))
@@ -253,11 +274,16 @@ def score(checkpoint_or_run: Path | str, split: str = "test", data: str | None =
     out = output_dir(ckpt)
     result["files"] = write_evaluation(out, tag, result)
     log.info("%s accuracy %.2f%% (%d images%s)", split, 100 * result["acc"], result["n"],
-             ", flip test-time augmentation" if tta else "")
+             f", test-time augmentation: {tta_name(tta)}" if tta else "")
     return Scored(result, imageset.images, targets, scores, out, tag)
 
 
-def evaluate(checkpoint_or_run: Path | str, split: str = "test", data: str | None = None, tta: bool = False, *,
+def tta_name(tta: bool | str) -> str:
+    """"flip" for True, else the mode itself."""
+    return "flip" if tta is True else str(tta)
+
+
+def evaluate(checkpoint_or_run: Path | str, split: str = "test", data: str | None = None, tta: bool | str = False, *,
              data_dir: Path | str | None = None, device: str = "auto", batch_size: int | None = None
              ) -> dict[str, Any]:
     """Accuracy, loss, per-class precision/recall/F1 and the confusion matrix of a trained model.
@@ -268,7 +294,8 @@ def evaluate(checkpoint_or_run: Path | str, split: str = "test", data: str | Non
         checkpoint_or_run: a run directory (its checkpoints/best.pt, selected on validation) or a checkpoint.
         split: "test" (the official test split) or "val" (the run's own validation split).
         data: another labelled data set with the same classes (e.g. "imagefolder:photos"), instead of the run's.
-        tta: average each prediction with that of the horizontally flipped image.
+        tta: test-time augmentation: "flip" (or True) averages each prediction with that of the mirrored image;
+            "shift" also with both moved by one pixel (six views).
         data_dir: the folder holding the data set, if not where the run found it.
         device: auto, cpu, cuda or mps.
         batch_size: images per evaluation batch (default: the run's eval.batch_size).
@@ -276,7 +303,7 @@ def evaluate(checkpoint_or_run: Path | str, split: str = "test", data: str | Non
     Returns:
         loss, acc, acc5, n, per_class rows, macro and weighted averages, confusion_matrix, plus split, tta,
         checkpoint, step, model, data and `files` (eval_<tag>.json and confusion_<tag>.csv, written beside the
-        run; <tag> is the split, plus the data set when another one, plus "_tta").
+        run; <tag> is the split, plus the data set when another one, plus "_tta" or "_tta-shift").
 
     Raises:
         UserError: no such run/checkpoint/split, data with other classes, a bad batch size or device.

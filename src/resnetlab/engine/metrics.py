@@ -193,7 +193,8 @@ def format_metrics(result: dict[str, Any], max_matrix_classes: int = 20) -> str:
         f"loss            {result['loss']:.4f}",
     ]
     if result.get("tta"):
-        lines.append("test-time augmentation: horizontal flip")
+        views = "horizontal flip and 1-pixel shifts (6 views)" if result["tta"] == "shift" else "horizontal flip"
+        lines.append(f"test-time augmentation: {views}")
     if "per_class" in result:
         lines += ["", _format_table(result)]
         matrix = result["confusion_matrix"]

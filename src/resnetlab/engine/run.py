@@ -5,8 +5,8 @@ checkpoint when resuming; `checkpoint_state()` is everything the next step depen
 anywhere and resumed ends with the same weights as one that never stopped (bit-identical on the same CPU kind).
 The trainer (trainer.py) steps a Run; lr-find steps one too, with a hook (experiments/lr_find.py).
 
-Hooks attach techniques to the one training path (fastai's callbacks, in small): a `Hook` may change a batch
-before the step, see each step's loss, ask the loop to stop, and keep state that checkpoints save and restore.
+Hooks (hooks.py) attach techniques to the one training path: those the config turns on (`config_hooks`: the
+weight average of train.ema_decay) and the caller's.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from resnetlab.data import Loader
 from resnetlab.engine import builders, provenance
+from resnetlab.engine.averaging import WeightAverage
 from resnetlab.engine.checkpoint import FORMAT_VERSION, capture_rng, read_checkpoint, restore_rng
 from resnetlab.engine.config import Config, apply_overrides, config_from_dict, config_to_dict, override_key
 from resnetlab.engine.distributed import DistEnv, all_reduce_sum, barrier, check_resume_world_size
+from resnetlab.engine.hooks import Hook
 from resnetlab.engine.metrics import Metrics
 from resnetlab.engine.rundir import (
     CHECKPOINTS,
@@ -46,34 +48,6 @@ log = logging.getLogger(__name__)
 
 # Settings a resumed run may change: they do not alter what is computed (on the same kind of device).
 RESUME_MAY_CHANGE = ("train.out_dir", "train.quiet", "train.threads", "train.log_every", "train.device")
-
-
-class Hook:
-    """A technique attached to the training path; every method is optional (the defaults do nothing).
-
-    Hooks run in the order given, on every process. Their `state_dict()` goes into checkpoints (plain values and
-    tensors only) and comes back through `load_state_dict()` on resume, keyed by `name`.
-    """
-
-    name = "hook"
-
-    def on_batch(self, run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch the step trains on (e.g. mixed images and soft targets); called before the forward pass."""
-        return x, y
-
-    def after_step(self, run: Run, loss: torch.Tensor) -> None:
-        """Called after each optimizer step with its loss (a device tensor: `.item()` waits for the device)."""
-
-    def eval_model(self, run: Run) -> nn.Module | None:
-        """The network to validate and test instead of `run.net` (e.g. a weight average), or None."""
-        return None
-
-    def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint must hold to resume this hook exactly."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore `state_dict()`."""
 
 
 @dataclass
@@ -221,14 +195,15 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path | None, ckpt: dict[str, Any] | None,
-              stop: StopSignals, hooks: Sequence[Hook] = (), *, with_test: bool = True) -> Run:
+              stop: StopSignals, hooks: Sequence[Hook] = (), *, with_test: bool = True,
+              data: builders.Datasets | None = None) -> Run:
     """Data, model, optimizer, schedule, loaders and hooks; restored from `ckpt` when resuming.
 
     With `run_dir` None nothing is written (no config.yaml, checkpoints or metrics); `with_test=False` does not
-    load the test split (lr-find never tests).
+    load the test split (lr-find never tests); `data` replaces the config's data set (benchmarks).
     """
     seed_everything(cfg.train.seed)
-    data = builders.build_data(cfg, env, with_test=with_test)
+    data = data or builders.build_data(cfg, env, with_test=with_test)
     net = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes))
     net = builders.place_model(net, cfg, env, device)
     loader_args = {"device": device, "normalization": data.normalization, "rank": env.rank,
@@ -245,8 +220,10 @@ def build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path | N
               criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), amp=amp,
               train_loader=train_loader, val_loader=val_loader, train_metrics=Metrics(len(data.classes), device=device),
               total_iters=total_iters, steps_per_epoch=len(train_loader), state=TrainState(), stop=stop,
-              hooks=list(hooks), finite=torch.ones((), dtype=torch.bool, device=device),
+              hooks=[*config_hooks(cfg), *hooks], finite=torch.ones((), dtype=torch.bool, device=device),
               provenance=provenance.collect(device, amp=builders.amp_name(amp), compiled=compiled))
+    for hook in run.hooks:
+        hook.setup(run)
     if ckpt is not None:
         restore(run, ckpt)
     elif run_dir is not None and env.is_main:
@@ -255,6 +232,11 @@ def build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path | N
     if run_dir is not None:
         run.logger = RunLogger(run_dir if env.is_main else None, total_iters, run.state.step, cfg.train.quiet)
     return run
+
+
+def config_hooks(cfg: Config) -> list[Hook]:
+    """The hooks the config turns on: the weight average (train.ema_decay > 0)."""
+    return [WeightAverage(cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []
 
 
 def _grad_scaler(device: torch.device, amp: torch.dtype | None) -> torch.amp.GradScaler:
@@ -275,10 +257,12 @@ def _wrap(net: nn.Module, env: DistEnv, device: torch.device, compiled: bool) ->
 
 def checkpoint_state(run: Run) -> dict[str, Any]:
     """Everything to resume from; call it on every rank (rank 0 saves it)."""
-    d = run.data
+    d, evaluated = run.data, run.eval_net
+    trained = {"train_model": run.net.state_dict()} if evaluated is not run.net else {}
     return {
         "format_version": FORMAT_VERSION,
-        "model": run.net.state_dict(),
+        "model": evaluated.state_dict(),  # what validation chose and what evaluate, predict and export load
+        **trained,  # the trained weights, when another network (a weight average) is the one evaluated
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.schedule.state_dict(),
         "scaler": run.scaler.state_dict(),
@@ -307,7 +291,7 @@ def restore(run: Run, ckpt: dict[str, Any]) -> None:
     """Put the run back where `ckpt` was taken (RNG last: building the run consumed random numbers)."""
     check_resume_world_size(ckpt.get("world_size", 1), run.env, run.cfg.dist.batch_size)
     provenance.check_resume(ckpt.get("provenance"), run.provenance)
-    run.net.load_state_dict(ckpt["model"])
+    run.net.load_state_dict(ckpt.get("train_model", ckpt["model"]))
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.schedule.load_state_dict(ckpt["scheduler"])
     if ckpt["scaler"]:

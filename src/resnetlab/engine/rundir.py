@@ -260,15 +260,15 @@ def is_finished(run_dir: Path | str) -> bool:
 # --------------------------------------------------------------------------------------------- evaluations
 
 
-def evaluation_tag(split: str, *, tta: bool = False, data: str | None = None) -> str:
-    """The name part of an evaluation's files: `test`, `test_tta`, `test_imagefolder-shapes`, ..."""
+def evaluation_tag(split: str, *, tta: bool | str = False, data: str | None = None) -> str:
+    """The name part of an evaluation's files: `test`, `test_tta`, `test_tta-shift`, `test_imagefolder-shapes`..."""
     tag = split
     if data:
         kind, _, where = data.partition(":")
         slug = "".join(c if c.isalnum() or c in "-." else "-" for c in (f"{kind}-{Path(where).name}" if where
                                                                           else kind))
         tag += f"_{slug}"
-    return tag + ("_tta" if tta else "")
+    return tag + ("_tta" if tta in (True, "flip") else f"_tta-{tta}" if tta else "")
 
 
 def write_evaluation(out: Path, tag: str, result: dict[str, Any]) -> dict[str, str]:

@@ -35,7 +35,8 @@ from resnetlab.engine.distributed import (
     init_distributed,
 )
 from resnetlab.engine.evaluate import evaluate_model
-from resnetlab.engine.run import Hook, Run, build_run, checkpoint_state, open_run_dir
+from resnetlab.engine.hooks import Hook
+from resnetlab.engine.run import Run, build_run, checkpoint_state, open_run_dir
 from resnetlab.engine.rundir import CONFIG, LOCK, lock_run_dir, remove_stale_temp_files, write_summary
 from resnetlab.engine.runtime import process_settings
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
@@ -64,7 +65,8 @@ def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None =
         resume: continue the run in `train.out_dir` from checkpoints/last.pt with the run's own config (a run
             that stopped before its first checkpoint starts over).
         resume_from: continue from this checkpoint instead (e.g. checkpoints/best.pt when last.pt is damaged).
-        hooks: techniques attached to the training path (see `resnetlab.engine.run.Hook`).
+        hooks: techniques attached to the training path (see `resnetlab.engine.hooks.Hook`), after those the
+            config turns on.
 
     Returns:
         RunResult(run_dir, summary (summary.json's content), is_main_process).
@@ -229,7 +231,7 @@ def finish(run: Run, wall_start: float) -> dict[str, Any]:
     best = final
     if run.state.best_step != run.state.step:
         best_net = copy.deepcopy(run.eval_net)
-        best_net.load_state_dict(_selected_weights(read_checkpoint(run.checkpoints / "best.pt"), run))
+        best_net.load_state_dict(read_checkpoint(run.checkpoints / "best.pt")["model"])  # the evaluated weights
         best = evaluate_model(best_net, test_loader, **test)
     summary = _summary(run, best, final, wall_start)
     if run.env.is_main:
@@ -241,15 +243,6 @@ def finish(run: Run, wall_start: float) -> dict[str, Any]:
         both = f", {100 * summary['test_acc_final']:.2f}% (final model)" if run.val_loader is not None else ""
         run.logger.info("test accuracy %.2f%% (%s)%s; %s", 100 * summary["test_acc"], selected, both, run.run_dir)
     return summary
-
-
-def _selected_weights(ckpt: dict[str, Any], run: Run) -> dict[str, Any]:
-    """The weights that were evaluated in a checkpoint: a hook's evaluated model (e.g. the average), else the net."""
-    for hook in run.hooks:
-        weights = ckpt.get("hooks", {}).get(hook.name, {}).get("eval_model")
-        if weights is not None and hook.eval_model(run) is not None:
-            return weights
-    return ckpt["model"]
 
 
 def _summary(run: Run, best: dict[str, Any], final: dict[str, Any], wall_start: float) -> dict[str, Any]:

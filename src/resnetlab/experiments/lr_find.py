@@ -29,7 +29,8 @@ from matplotlib.figure import Figure
 from resnetlab.engine.builders import select_device
 from resnetlab.engine.config import Config
 from resnetlab.engine.distributed import DistEnv, collective_failures, destroy_distributed, init_distributed
-from resnetlab.engine.run import Hook, Run, build_run
+from resnetlab.engine.hooks import Hook
+from resnetlab.engine.run import Run, build_run
 from resnetlab.engine.runtime import process_settings
 from resnetlab.engine.trainer import set_train_mode, train_step
 from resnetlab.errors import UserError
@@ -76,7 +77,7 @@ def lr_find(cfg: Config, out: str | Path = "lr_find.png", iters: int = 200, lr_m
         out: where the PNG of loss against lr goes.
         iters: iterations of the test (the lr grows from lr_min to lr_max over them).
         lr_min: the first lr; lr_max: the last.
-        hooks: extra hooks on the training path (see `resnetlab.engine.run.Hook`).
+        hooks: extra hooks on the training path (see `resnetlab.engine.hooks.Hook`).
 
     Returns:
         LRFindResult (suggested_lr, plot, lrs, losses, rule, minimum_lr).

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from resnetlab.engine.evaluate import score
+from resnetlab.engine.evaluate import score, tta_name
 from resnetlab.reports import plots
 
 
-def evaluate_run(path: Path | str, split: str = "test", tta: bool = False, *, data: str | None = None,
+def evaluate_run(path: Path | str, split: str = "test", tta: bool | str = False, *, data: str | None = None,
                  data_dir: Path | str | None = None, device: str = "auto",
                  batch_size: int | None = None) -> dict[str, Any]:
     """`resnetlab.evaluate` (see there), plus plots/confusion_<tag>.png and plots/wrong_<tag>.png.
@@ -21,7 +21,8 @@ def evaluate_run(path: Path | str, split: str = "test", tta: bool = False, *, da
     scored = score(path, split, data, tta, data_dir=data_dir, device=device, batch_size=batch_size)
     result, out, tag = scored.result, scored.out_dir, scored.tag
     classes = [row["class"] for row in result["per_class"]]
-    title = f"{result['model']} on {plots.short_data_name(result['data'])} {split}" + (" (flip TTA)" if tta else "")
+    title = f"{result['model']} on {plots.short_data_name(result['data'])} {split}" + (
+        f" ({tta_name(tta)} TTA)" if tta else "")
     result["files"]["confusion plot"] = str(plots.plot_confusion(result["confusion_matrix"], classes,
                                                                  out / "plots" / f"confusion_{tag}.png", title=title))
     result["files"]["wrong predictions"] = str(plots.plot_wrong(scored.images, scored.targets, scored.scores, classes,

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from resnetlab.engine.evaluate import tta_name
 from resnetlab.engine.rundir import atomic_write, read_config, read_evaluation, read_metrics, read_summary
 from resnetlab.errors import UserError
 from resnetlab.reports import plots
@@ -188,7 +189,7 @@ def _evaluation_sections(run_dir: Path, result: dict[str, Any] | None) -> list[s
     plot_dir = run_dir / "plots"
     if not result:
         return []
-    tta = " with flip test-time augmentation" if result.get("tta") else ""
+    tta = f" with test-time augmentation ({tta_name(result['tta'])})" if result.get("tta") else ""
     headline = (f"top-1 accuracy {100 * result['acc']:.2f}%, top-{result.get('top_k', 5)} accuracy "
                 f"{100 * result['acc5']:.2f}%, loss {result['loss']:.4f} on {result['n']:,} {SPLIT} images{tta}; "
                 f"checkpoint {Path(str(result.get('checkpoint', '?'))).name}.")

@@ -1,0 +1,45 @@
+"""Hooks: techniques attached to the one training path (fastai's callbacks, in small).
+
+A `Hook` may change a batch before the step, see each step's loss, offer another network to validate and test
+(e.g. a weight average), and keep state that every checkpoint saves and restores. `run.config_hooks(cfg)` is the
+list a config turns on; `train(cfg, hooks=...)` adds the caller's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Hook:
+    """A technique attached to the training path; every method is optional (the defaults do nothing).
+
+    `run` is the `resnetlab.engine.run.Run` being trained. Hooks run in the order given, on every process.
+    Their `state_dict()` goes into checkpoints (plain values and tensors only) and comes back through
+    `load_state_dict()` on resume, keyed by `name`.
+    """
+
+    name = "hook"
+
+    def setup(self, run: Any) -> None:
+        """Called once the run is built, before a checkpoint is restored into it."""
+
+    def on_batch(self, run: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch the step trains on (e.g. mixed images and soft targets); called before the forward pass."""
+        return x, y
+
+    def after_step(self, run: Any, loss: torch.Tensor) -> None:
+        """Called after each optimizer step with its loss (a device tensor: `.item()` waits for the device)."""
+
+    def eval_model(self, run: Any) -> nn.Module | None:
+        """The network to validate, select and test instead of `run.net` (e.g. a weight average), or None."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume this hook exactly."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`."""

@@ -262,6 +262,7 @@ def test_impossible_settings_are_user_errors():
         AugmentConfig(crop_padding=-1)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_batches_equal_cpu_batches():
     data = indexed_set(40)

@@ -165,6 +165,7 @@ def test_a_hung_rank_ends_the_job_after_the_timeout(tiny_root, tmp_path):
     assert read_checkpoint(out / "checkpoints" / "last.pt")["step"] == FIRST_EVAL_STEP
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="SyncBatchNorm over NCCL needs two CUDA GPUs")
 def test_sync_batchnorm_on_two_gpus_trains_the_same_weights_as_one_gpu(tiny_root, tmp_path):
     # BatchNorm in training mode: only SyncBatchNorm makes two half batches normalize like the whole one.

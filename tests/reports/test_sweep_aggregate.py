@@ -11,7 +11,7 @@ import pytest
 from support.sweepkit import fake_curve, fake_summary, write_fake_run
 
 from resnetlab.reports.sweep_data import collect_runs, group_points, mean_std, read_sweep_spec
-from resnetlab.reports.sweep_figures import family_depth, mean_curves
+from resnetlab.reports.sweep_figures import family_depth, mean_curve
 from resnetlab.reports.sweep_tables import aggregate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -85,8 +85,9 @@ def test_figure6_and_error_vs_depth_for_plain_and_residual_grids(depth_sweep: Pa
 def test_mean_curves_average_the_seeds_at_common_steps(depth_sweep: Path):
     spec = read_sweep_spec(depth_sweep)
     points = group_points(spec, collect_runs(depth_sweep, spec))
-    steps, train, val = mean_curves(points[0])  # plain20: train acc 0.95/0.94/0.93 at the last step
-    assert steps == [10, 20]
+    steps, train = mean_curve(points[0], "train_acc")  # plain20: train acc 0.95/0.94/0.93 at the last step
+    val_steps, val = mean_curve(points[0], "val_acc")
+    assert steps == val_steps == [10, 20]
     assert train[-1] == pytest.approx(100 * (1 - statistics.mean([0.95, 0.94, 0.93])))
     assert val[0] == pytest.approx(100 * (1 - statistics.mean([0.81, 0.80, 0.79])))
 
@@ -117,3 +118,16 @@ def test_mean_std_and_family_depth():
     assert mean_std([1.0, 2.0, 3.0]) == "2.00 ± 1.00"
     assert family_depth("plain110") == ("plain", 110) and family_depth("resnet20") == ("resnet", 20)
     assert family_depth("resnet18x") is None and family_depth("wide20") is None
+
+
+def test_mean_curves_take_training_rows_between_evaluations(fake_sweep_dir):
+    """Rows every logging interval carry training numbers only; evaluations add the validation ones."""
+    out = fake_sweep_dir({"recipe": "fmnist-fast", "grid": {"model.name": ["plain20"]}, "seeds": [0, 1]})
+    for seed in (0, 1):
+        rows = fake_curve([0.5, 0.6, 0.7, 0.8], [None, 0.55, None, 0.75], every=5)
+        write_fake_run(out / "runs" / f"plain20_seed{seed}", fake_summary(0.7, 0.75, 0.8), rows)
+    spec = read_sweep_spec(out)
+    (point,) = group_points(spec, collect_runs(out, spec))
+    assert mean_curve(point, "train_acc")[0] == [5, 10, 15, 20]
+    steps, val = mean_curve(point, "val_acc")
+    assert steps == [10, 20] and val == pytest.approx([45.0, 25.0])

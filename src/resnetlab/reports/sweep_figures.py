@@ -49,8 +49,9 @@ def draw_figures(out: Path, spec: SweepSpec, points: Sequence[PointStats]) -> li
 
 
 def figure6(points: Sequence[PointStats], path: Path) -> Path:
-    """Plain nets left, residual nets right; training error thin and dashed, validation error bold, against
-    iterations, one colour per depth (the same colour in both panels); curves are the mean over seeds."""
+    """Plain nets left, residual nets right; training error (over each logging interval) thin and dashed,
+    validation error bold, against iterations, one colour per depth (the same colour in both panels); curves are
+    the mean over seeds."""
     depths = sorted({family_depth(p.values[MODEL_KEY])[1] for p in points})
     colours = {d: f"C{i % 10}" for i, d in enumerate(depths)}
     fig = Figure(figsize=(11, 4.5))
@@ -60,11 +61,12 @@ def figure6(points: Sequence[PointStats], path: Path) -> Path:
             fam, depth = family_depth(p.values[MODEL_KEY])
             if fam != family:
                 continue
-            steps, train_err, val_err = mean_curves(p)
+            train_steps, train_err = mean_curve(p, "train_acc")
+            val_steps, val_err = mean_curve(p, "val_acc")
             name = f"{FAMILY_TITLES[fam]}-{depth}"
-            ax.plot(steps, train_err, color=colours[depth], linewidth=0.8, linestyle="--")
+            ax.plot(train_steps, train_err, color=colours[depth], linewidth=0.8, linestyle="--")
             if val_err:
-                ax.plot(steps, val_err, color=colours[depth], linewidth=2.2, label=name)
+                ax.plot(val_steps, val_err, color=colours[depth], linewidth=2.2, label=name)
             else:
                 ax.plot([], [], color=colours[depth], linewidth=2.2, label=f"{name} (no validation split)")
         ax.set_title("plain networks" if family == "plain" else "residual networks (ResNet)")
@@ -137,22 +139,12 @@ def error_vs_key(spec: SweepSpec, points: Sequence[PointStats], key: str, path: 
     return path
 
 
-def mean_curves(point: PointStats) -> tuple[list[int], list[float], list[float]]:
-    """Training and validation error (%) at the evaluation steps every seed of the point logged, averaged over
-    seeds; the validation list is empty when the runs had no validation split."""
-    per_run = [{row["step"]: row for row in r.curve if "step" in row} for r in point.runs]
+def mean_curve(point: PointStats, field: str) -> tuple[list[int], list[float]]:
+    """Error (%) from `field` (train_acc: over each logging interval; val_acc: at each evaluation) at the steps
+    where every seed of the point logged it, averaged over the seeds; empty when no run has it."""
+    per_run = [{row["step"]: row[field] for row in r.curve if row.get(field) is not None} for r in point.runs]
     steps = sorted(set.intersection(*(set(rows) for rows in per_run))) if per_run else []
-
-    def mean_error(field: str) -> list[float]:
-        out = []
-        for step in steps:
-            accs = [rows[step].get(field) for rows in per_run]
-            if any(a is None for a in accs):
-                return []
-            out.append(100.0 * (1.0 - statistics.fmean(accs)))
-        return out
-
-    return steps, mean_error("train_acc"), mean_error("val_acc")
+    return steps, [100.0 * (1.0 - statistics.fmean(rows[step] for rows in per_run)) for step in steps]
 
 
 def _std(values: Sequence[float]) -> float:

@@ -100,7 +100,7 @@ def test_spec_files_and_names(tmp_path: Path):
 
 
 def test_shipped_specs_resolve_against_the_recipes():
-    assert shipped_specs() == ["degradation-fmnist", "he2016-table6", "seed000-exercises"]
+    assert shipped_specs() == ["degradation-fmnist", "he2016-table6", "he2016-table6-quick", "seed000-exercises"]
     table6 = load_spec("he2016-table6")
     runs = expand(table6)
     assert len(runs) == 9 * 5 and table6.seeds == [0, 1, 2, 3, 4]
@@ -128,3 +128,14 @@ def test_cli_bad_spec_exits_2_with_one_line(run_cli, tmp_path: Path):
     code, _, err = run_cli("sweep", "--aggregate", tmp_path)
     assert code == 2 and "not a sweep directory" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_quick_table6_is_the_paper_recipe_on_half_its_schedule():
+    quick = load_spec("he2016-table6-quick")
+    runs = expand(quick)
+    assert len(runs) == 6 * 3 and {r.values["model.name"] for r in runs} == {f"{f}{d}" for f in ("plain", "resnet")
+                                                                            for d in (20, 32, 56)}
+    cfg = load_config(runs[0].recipe(quick), runs[0].overrides(quick))
+    assert (cfg.train.iters, cfg.schedule.milestones, cfg.optim.lr, cfg.data.batch_size) == (32000, [16000, 24000],
+                                                                                               0.1, 128)
+    assert cfg.train.iters // cfg.train.eval_every >= 20  # figure6.png gets a curve, not a few points

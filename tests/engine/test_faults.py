@@ -154,3 +154,34 @@ def test_bad_places_and_values_are_one_line_errors(tiny_root, tmp_path, run_cli,
     code, _, err = run_cli(*base, *argv)
     assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, run_cli):
+    import pickle
+
+    png = tmp_path / "photo.pt"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo owned > " + str(tmp_path / "owned"),))
+
+    code_file = tmp_path / "model.pt"
+    code_file.write_bytes(pickle.dumps({"model": Payload()}, protocol=2))
+    for path, words in ((png, "is not a resnetlab checkpoint (it is a PNG image)"),
+                        (code_file, "is not a resnetlab checkpoint (refused: it contains code")):
+        for argv in (("evaluate", path), ("predict", path, png), ("export", path, "--format", "pt2", "--out",
+                                                                  tmp_path / "m.pt2")):
+            code, _, err = run_cli(*argv)
+            assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not (tmp_path / "owned").exists()  # the pickled code never ran
+
+
+def test_plot_into_a_folder_or_without_a_suffix_says_the_file_it_wrote(tiny_root, tmp_path, run_cli):
+    run = tmp_path / "run"
+    assert run_cli(*cli_args(tiny_root, run, train__iters=3))[0] == 0
+    (tmp_path / "figs").mkdir()
+    code, out, _ = run_cli("plot", run, "--out", tmp_path / "figs")
+    assert code == 0 and out.strip() == str(tmp_path / "figs" / "curves.png") and Path(out.strip()).is_file()
+    code, out, _ = run_cli("plot", run, "--out", tmp_path / "curves")
+    assert code == 0 and out.strip() == str(tmp_path / "curves.png") and Path(out.strip()).is_file()

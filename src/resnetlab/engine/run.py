@@ -40,6 +40,7 @@ from resnetlab.engine.rundir import (
 from resnetlab.engine.runlog import RunLogger
 from resnetlab.engine.runtime import StopSignals, seed_everything
 from resnetlab.engine.schedule import LRSchedule
+from resnetlab.engine.weights import apply_weights_defaults
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,16 @@ class Hook:
         """The batch the step trains on (e.g. mixed images and soft targets); called before the forward pass."""
         return x, y
 
+    def after_backward(self, run: Run) -> None:
+        """Called once the gradients of the step are summed (over micro-batches and processes), before gradient
+        clipping and the optimizer step (e.g. to drop the gradients of frozen layers)."""
+
     def after_step(self, run: Run, loss: torch.Tensor) -> None:
         """Called after each optimizer step with its loss (a device tensor: `.item()` waits for the device)."""
+
+    def after_validation(self, run: Run, val: dict[str, Any] | None) -> None:
+        """Called at each evaluation point with the validation metrics (None without a validation split), before
+        the checkpoints are saved; may set `run.stop_reason` to end the run after this evaluation."""
 
     def eval_model(self, run: Run) -> nn.Module | None:
         """The network to validate and test instead of `run.net` (e.g. a weight average), or None."""
@@ -228,6 +237,7 @@ def build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path | N
     load the test split (lr-find never tests).
     """
     seed_everything(cfg.train.seed)
+    cfg = apply_weights_defaults(cfg)  # torchvision weights: their image size unless the config sets one
     data = builders.build_data(cfg, env, with_test=with_test)
     net = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes))
     net = builders.place_model(net, cfg, env, device)
@@ -300,6 +310,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
         "num_classes": len(d.classes),
         "train_time_s": run.state.train_time_s,
         "provenance": run.provenance,
+        "stop_reason": run.stop_reason,  # a hook ended the run here (early stopping): resuming only tests it
     }
 
 
@@ -314,6 +325,7 @@ def restore(run: Run, ckpt: dict[str, Any]) -> None:
         run.scaler.load_state_dict(ckpt["scaler"])
     run.train_loader.load_state_dict(ckpt["loader"])  # counts global batches: the same on any world size
     run.state = TrainState(**ckpt["progress"])
+    run.stop_reason = ckpt.get("stop_reason")
     saved_hooks = ckpt.get("hooks", {})
     for hook in run.hooks:
         if hook.name in saved_hooks:

@@ -116,7 +116,7 @@ class ExponentialRange:
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         lr = self.lr_at(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # optim.backbone_lr_scale keeps its ratio
         return lr
 
 

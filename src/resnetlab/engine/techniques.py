@@ -1,0 +1,18 @@
+"""The hooks a config asks for: the techniques that attach to the one training path through `Hook`."""
+
+from __future__ import annotations
+
+from resnetlab.engine.config import Config
+from resnetlab.engine.early_stopping import EarlyStopping
+from resnetlab.engine.finetune import FineTune
+from resnetlab.engine.run import Hook
+
+
+def config_hooks(cfg: Config) -> list[Hook]:
+    """Fine-tuning's frozen phase (train.freeze_epochs) and early stopping (train.patience), when set."""
+    hooks: list[Hook] = []
+    if cfg.train.freeze_epochs > 0:
+        hooks.append(FineTune(cfg.train.freeze_epochs))
+    if cfg.train.patience > 0:
+        hooks.append(EarlyStopping(cfg.train.patience))
+    return hooks

@@ -165,6 +165,27 @@ def test_the_schedule_keeps_each_groups_ratio():
     assert "lr_scale" not in plain.param_groups[0]  # scale 1: the optimizer state looks as before
 
 
+def test_the_switch_works_with_cudas_fused_sgd_and_changes_no_number(tiny_root, tmp_path, start_weights,
+                                                                     monkeypatch):
+    """CUDA's fused SGD refuses a step where some parameters have momentum buffers and others not (the backbone
+    joining); the buffers the hook creates must make it run, and give the foreach kernels' numbers (here on the CPU,
+    where torch has the fused kernel too)."""
+    settings = {"model__weights": start_weights, "train__freeze_epochs": 0.25, "train__iters": 5,
+                "optim__nesterov": False}
+    train(tiny_config(tiny_root, tmp_path / "foreach", **settings))
+
+    class FusedSGD(torch.optim.SGD):
+        def __init__(self, params, **options):
+            options.pop("foreach", None)
+            super().__init__(params, fused=True, **options)
+
+    monkeypatch.setattr(torch.optim, "SGD", FusedSGD)
+    train(tiny_config(tiny_root, tmp_path / "fused", **settings))
+    fused, foreach = _last(tmp_path / "fused"), _last(tmp_path / "foreach")
+    assert all(torch.allclose(fused["model"][k], foreach["model"][k], rtol=1e-5, atol=1e-7) for k in foreach["model"])
+    assert len(fused["optimizer"]["state"]) == 59  # every parameter has its buffer after the switch
+
+
 # ------------------------------------------------------------------------------------------ resume
 
 

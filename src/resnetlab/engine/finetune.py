@@ -10,6 +10,11 @@ The phase is a function of the step alone, so resuming in either phase, or acros
 process the backbone is frozen with `requires_grad=False` (its backward pass is skipped); under DDP, whose
 gradient hooks are fixed when the model is wrapped, every parameter keeps `requires_grad` and the backbone's
 all-reduced gradients are dropped before the step, which gives the same update.
+
+SGD creates a parameter's momentum buffer at its first gradient; CUDA's fused SGD refuses a step where some
+parameters have a buffer and others not, which is the case when the backbone joins. The backbone's missing buffers
+are therefore created as zeros when it unfreezes: with SGD's dampening 0, a zero buffer gives the first step exactly
+the update of a buffer cloned from the gradient (momentum x 0 + gradient), so the numbers do not change.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class FineTune(Hook):
         self.freeze_epochs = freeze_epochs
         self.trainable: bool | None = None  # the backbone's requires_grad as last set (None: not yet)
         self._backbone: tuple[list[torch.nn.Parameter], list[torch.nn.Module]] | None = None
+        self._buffers_ready = False  # the backbone's SGD momentum buffers exist (after the frozen phase)
 
     def backbone(self, run: Run) -> tuple[list[torch.nn.Parameter], list[torch.nn.Module]]:
         """The backbone's parameters and BatchNorm layers (everything but the classifier)."""
@@ -62,6 +68,9 @@ class FineTune(Hook):
         keep_statistics = frozen or run.cfg.train.freeze_bn
         for bn in batchnorms:
             bn.train(not keep_statistics)
+        if not frozen and not self._buffers_ready:
+            _zero_momentum_buffers(run.optimizer, params)
+            self._buffers_ready = True
         return x, y
 
     def after_backward(self, run: Run) -> None:
@@ -71,3 +80,16 @@ class FineTune(Hook):
 
     def state_dict(self) -> dict[str, Any]:
         return {"freeze_epochs": self.freeze_epochs}  # the phase follows from the step; this is for the record
+
+
+def _zero_momentum_buffers(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> None:
+    """Give `params` a zero SGD momentum buffer where they have none (see the module docstring)."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return
+    wanted = {id(p) for p in params}
+    for group in optimizer.param_groups:
+        if group["momentum"] == 0 or group.get("dampening", 0) != 0:
+            continue
+        for p in group["params"]:
+            if id(p) in wanted and optimizer.state[p].get("momentum_buffer") is None:
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -31,6 +31,7 @@ from resnetlab.engine.config import Config
 from resnetlab.engine.distributed import DistEnv, collective_failures, destroy_distributed, init_distributed
 from resnetlab.engine.run import Hook, Run, build_run
 from resnetlab.engine.runtime import process_settings
+from resnetlab.engine.techniques import config_hooks
 from resnetlab.engine.trainer import set_train_mode, train_step
 from resnetlab.errors import UserError
 
@@ -90,7 +91,8 @@ def lr_find(cfg: Config, out: str | Path = "lr_find.png", iters: int = 200, lr_m
     init_distributed(env, device, cfg.dist.timeout_s)
     try:
         with process_settings(cfg, device, env.is_main) as stop, collective_failures(env, cfg.dist.timeout_s):
-            run = build_run(cfg, env, device, None, None, stop, hooks, with_test=False)
+            # the config's hooks too (fine-tuning's frozen phase); early stopping never fires: nothing is validated
+            run = build_run(cfg, env, device, None, None, stop, [*config_hooks(cfg), *hooks], with_test=False)
             logger.info("lr range test: %s on %s, lr %.1e -> %.1e over %d iterations", cfg.model.name, cfg.data.name,
                         lr_min, lr_max, iters)
             curve = _range_test(run, iters, lr_min, lr_max)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import require
 
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import load_config
@@ -55,9 +54,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def corner_run(tmp_path_factory) -> tuple[Path, Path]:
+def corner_run(tmp_path_factory, captum) -> tuple[Path, Path]:
     """(run directory, data folder): resnet20 trained briefly on the corner images, right on every test image."""
-    require(explain_module.captum_available(), "captum (pip install 'resnetlab[explain]')")
     base = tmp_path_factory.mktemp("corners")
     data = write_corner_folder(base / "data", {"train": 64, "test": 4})
     cfg = load_config(None, ["model.name=resnet20", f"data.name=imagefolder:{data}", "data.channels=1",

@@ -6,6 +6,7 @@ under CI=true (`.ci/run` installs both).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ def chromium() -> Path:
     """Debian's Chromium, for the report's browser test."""
     require(CHROMIUM.exists(), f"Chromium at {CHROMIUM}")
     return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def captum() -> None:
+    """captum, for the Grad-CAM tests (the `explain` extra; `make test` installs it with `dev`)."""
+    require(importlib.util.find_spec("captum") is not None, "captum (pip install 'resnetlab[explain]')")
 
 
 @pytest.fixture(scope="session")

@@ -141,6 +141,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if any("error" not in item for item in results) else 2
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from resnetlab.reports.explain import explain
+
+    results = explain(args.checkpoint, args.inputs, args.out, target_class=args.target_class, device=args.device)
+    for item in results:
+        if "error" in item:
+            print(f"{item['path']}: error: {item['error']}", file=sys.stderr)
+            continue
+        extra = f", {item['class']} {100 * item['class_prob']:.1f}%" if "class" in item else ""
+        print(f"{item['path']}: {item['predicted']} {100 * item['prob']:.1f}%{extra} -> {item['out']}")
+    return 0 if any("error" not in item for item in results) else 2
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from resnetlab.reports.report import write_report
 
@@ -274,6 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="classes per image, most probable first (default: 3)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("explain", help="Grad-CAM: where in each image the model found its predicted (or a given) "
+                       "class (needs pip install 'resnetlab[explain]')")
+    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run directory (its best.pt)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of them")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for DIR/<image>_gradcam.png (the image, "
+                   "the map over it, the predicted class and its probability)")
+    p.add_argument("--class", dest="target_class", metavar="NAME",
+                   help="also show the map of this class (a class name of the checkpoint, or its index)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="(default: auto)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("report", help="write RUN_DIR/report.html")
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -19,7 +19,7 @@ from resnetlab.engine.config import (
 )
 from resnetlab.errors import UserError
 
-RECIPES = ["fmnist-fast", "he2016-cifar10", "he2016-cifar10-deep", "seed000-cifar10", "seed001-fmnist"]
+RECIPES = ["finetune", "fmnist-fast", "he2016-cifar10", "he2016-cifar10-deep", "seed000-cifar10", "seed001-fmnist"]
 
 
 def _leaf_keys(obj: object, prefix: str = "") -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from resnetlab.engine.config import dump_config, load_config
+from resnetlab.reports.explain import captum_available
 from resnetlab.reports.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -45,6 +46,16 @@ def test_report_inlines_everything_and_generates_the_missing_pieces(report_run) 
     for row in result["per_class"]:  # the per-class table
         assert f'<td class="k">{row["class"]}</td><td>{row["precision"]:.4f}</td>' in page
     assert "resnet20" in page and "description: resolved config" in page  # the config
+
+
+def test_report_shows_grad_cam_of_the_most_confidently_wrong_test_images(report_run) -> None:
+    page = (report_run / "report.html").read_text()
+    assert "Where the model looked in its most confident mistakes (Grad-CAM)" in page
+    if captum_available():  # `make test` installs it (the dev extra)
+        assert (report_run / "plots" / "gradcam_wrong_test.png").read_bytes().startswith(PNG_MAGIC)
+        assert len(_data_uris(page)) >= 7
+    else:
+        assert "pip install &#x27;resnetlab[explain]&#x27;" in page
 
 
 def test_report_again_reuses_the_evaluation(report_run, run_cli) -> None:

@@ -18,6 +18,8 @@ from torch import nn
 from resnetlab.data import AugmentConfig, ImageSet, Loader, channel_stats, load_dataset, pixel_mean, split_train_val
 from resnetlab.engine.config import Config
 from resnetlab.engine.distributed import DistEnv, convert_sync_batchnorm, in_turn
+from resnetlab.engine.param_groups import discriminative_groups
+from resnetlab.engine.weights import weights_normalization
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
 from resnetlab.models.registry import get_builder
@@ -210,8 +212,8 @@ def build_data(cfg: Config, env: DistEnv | None = None, *, with_test: bool = Tru
     if d.batch_size > len(train):
         raise UserError(f"data.batch_size={d.batch_size} is larger than the {len(train)} training images; "
                         "lower --batch-size")
-    return Datasets(train=train, val=val, test=test, classes=list(full_train.classes),
-                    normalization=_normalization(train, d.normalize))
+    normalization = weights_normalization(cfg, train.images.shape[1]) or _normalization(train, d.normalize)
+    return Datasets(train=train, val=val, test=test, classes=list(full_train.classes), normalization=normalization)
 
 
 def has_val_folder(name: str) -> bool:
@@ -376,7 +378,8 @@ def place_model(net: nn.Module, cfg: Config, env: DistEnv, device: torch.device)
 
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float, device: torch.device) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam or AdamW; optional no weight decay on BatchNorm parameters and biases.
+    """SGD (momentum, Nesterov), Adam or AdamW; optional no weight decay on BatchNorm parameters and biases, and
+    the backbone at optim.backbone_lr_scale x the classifier's lr (each group's `lr_scale`).
 
     Uses the fused kernels on CUDA and the multi-tensor (foreach) ones elsewhere.
     """
@@ -390,6 +393,7 @@ def build_optimizer(model: nn.Module, cfg: Config, lr: float, device: torch.devi
                                         {"params": no_decay, "weight_decay": 0.0}]
     else:
         groups = [{"params": params, "weight_decay": o.weight_decay}]
+    groups = discriminative_groups(groups, model, o.backbone_lr_scale)
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.nesterov, **fast)

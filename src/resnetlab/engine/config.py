@@ -66,6 +66,9 @@ class DataConfig:
     cutout: int = 0  # side of a random square set to zero (0 = off)
     resize: int | None = None  # resize each batch on the device (e.g. 28 -> 96 px without 96-px copies in memory)
     normalize: Literal["channel", "pixel"] = "channel"  # per-channel mean/std, or the paper's per-pixel mean
+    # with model.weights (a torchvision name or one of our checkpoints) and normalize=channel: the weights' own
+    # mean/std (ImageNet's, or the checkpoint's); false = measured on this training split
+    weights_normalization: bool = True
 
 
 @dataclass
@@ -80,6 +83,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     no_weight_decay_bn_bias: bool = False  # exempt BatchNorm weights and all biases from weight decay
+    backbone_lr_scale: float = 1.0  # every layer but the classifier learns at this x the lr (discriminative lr)
 
 
 @dataclass
@@ -123,6 +127,9 @@ class TrainConfig:
     out_dir: str | None = None  # RUN_DIR (--out)
     quiet: bool = False
     threads: int = 0  # CPU threads; 0 = one per physical core
+    accumulate: int = 1  # sum the gradients of this many micro-batches (of data.batch_size / accumulate) per step
+    freeze_epochs: float = 0.0  # fine-tuning: train only the classifier (backbone and its BatchNorm frozen) this long
+    patience: int = 0  # early stopping: stop after this many evaluations without a better val accuracy; 0 = off
 
 
 @dataclass
@@ -467,8 +474,22 @@ def validate(cfg: Config) -> None:
     for key in ("grad_clip", "eval_every", "top_k", "threads"):
         _check(getattr(t, key) >= 0, f"train.{key} must be >= 0; got {getattr(t, key)}")
     _check(t.log_every >= 1, f"train.log_every must be at least 1; got {t.log_every}")
+    _validate_techniques(cfg)
     _check(cfg.dist.timeout_s >= 1, f"dist.timeout_s must be at least 1; got {cfg.dist.timeout_s}")
     _validate_schedule(s)
+
+
+def _validate_techniques(cfg: Config) -> None:
+    """Gradient accumulation, fine-tuning and early stopping (train.accumulate, freeze_epochs, patience)."""
+    t, d = cfg.train, cfg.data
+    _check(1 <= t.accumulate <= d.batch_size, f"train.accumulate must be from 1 to data.batch_size ({d.batch_size}) "
+           f"micro-batches per step; got {t.accumulate}")
+    _check(t.freeze_epochs >= 0, f"train.freeze_epochs must be >= 0 (0 = no frozen phase); got {t.freeze_epochs}")
+    _check(0 < cfg.optim.backbone_lr_scale <= MAX_LR, "optim.backbone_lr_scale must be positive (e.g. 0.1: the "
+           f"backbone at a tenth of the classifier's lr); got {cfg.optim.backbone_lr_scale}")
+    _check(t.patience >= 0, f"train.patience must be >= 0 (0 = no early stopping); got {t.patience}")
+    _check(t.patience == 0 or d.val_size != 0, "train.patience needs a validation split to watch; set data.val_size "
+           "(e.g. 0.1) or train.patience=0")
 
 
 def _validate_schedule(s: ScheduleConfig) -> None:

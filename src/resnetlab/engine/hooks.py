@@ -30,8 +30,16 @@ class Hook:
         """The batch the step trains on (e.g. mixed images and soft targets); called before the forward pass."""
         return x, y
 
+    def after_backward(self, run: Any) -> None:
+        """Called once the gradients of the step are summed (over micro-batches and processes), before gradient
+        clipping and the optimizer step (e.g. to drop the gradients of frozen layers)."""
+
     def after_step(self, run: Any, loss: torch.Tensor) -> None:
         """Called after each optimizer step with its loss (a device tensor: `.item()` waits for the device)."""
+
+    def after_validation(self, run: Any, val: dict[str, Any] | None) -> None:
+        """Called at each evaluation point with the validation metrics (None without a validation split), before
+        the checkpoints are saved; may set `run.stop_reason` to end the run after this evaluation."""
 
     def eval_model(self, run: Any) -> nn.Module | None:
         """The network to validate, select and test instead of `run.net` (e.g. a weight average), or None."""

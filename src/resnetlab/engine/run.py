@@ -24,7 +24,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from resnetlab.data import Loader
 from resnetlab.engine import builders, provenance
-from resnetlab.engine.averaging import WeightAverage
 from resnetlab.engine.checkpoint import FORMAT_VERSION, capture_rng, read_checkpoint, restore_rng
 from resnetlab.engine.config import Config, apply_overrides, config_from_dict, config_to_dict, override_key
 from resnetlab.engine.distributed import DistEnv, all_reduce_sum, barrier, check_resume_world_size
@@ -42,6 +41,8 @@ from resnetlab.engine.rundir import (
 from resnetlab.engine.runlog import RunLogger
 from resnetlab.engine.runtime import StopSignals, seed_everything
 from resnetlab.engine.schedule import LRSchedule
+from resnetlab.engine.techniques import config_hooks
+from resnetlab.engine.weights import apply_weights_defaults
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,7 @@ def build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path | N
     load the test split (lr-find never tests); `data` replaces the config's data set (benchmarks).
     """
     seed_everything(cfg.train.seed)
+    cfg = apply_weights_defaults(cfg)  # torchvision weights: their image size unless the config sets one
     data = data or builders.build_data(cfg, env, with_test=with_test)
     net = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes))
     net = builders.place_model(net, cfg, env, device)
@@ -232,11 +234,6 @@ def build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path | N
     if run_dir is not None:
         run.logger = RunLogger(run_dir if env.is_main else None, total_iters, run.state.step, cfg.train.quiet)
     return run
-
-
-def config_hooks(cfg: Config) -> list[Hook]:
-    """The hooks the config turns on: the weight average (train.ema_decay > 0)."""
-    return [WeightAverage(cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []
 
 
 def _grad_scaler(device: torch.device, amp: torch.dtype | None) -> torch.amp.GradScaler:
@@ -284,6 +281,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
         "num_classes": len(d.classes),
         "train_time_s": run.state.train_time_s,
         "provenance": run.provenance,
+        "stop_reason": run.stop_reason,  # a hook ended the run here (early stopping): resuming only tests it
     }
 
 
@@ -298,6 +296,7 @@ def restore(run: Run, ckpt: dict[str, Any]) -> None:
         run.scaler.load_state_dict(ckpt["scaler"])
     run.train_loader.load_state_dict(ckpt["loader"])  # counts global batches: the same on any world size
     run.state = TrainState(**ckpt["progress"])
+    run.stop_reason = ckpt.get("stop_reason")
     saved_hooks = ckpt.get("hooks", {})
     for hook in run.hooks:
         if hook.name in saved_hooks:

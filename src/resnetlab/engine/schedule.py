@@ -87,10 +87,14 @@ class LRSchedule:
         return _cos_anneal(self.base_lr, end, min((step - rise) / fall, 1.0))
 
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
-        """Set every parameter group's lr for iteration `step`; returns that lr."""
+        """Set every parameter group's lr for iteration `step`; returns that lr.
+
+        A group with an `lr_scale` (the backbone under optim.backbone_lr_scale) gets that fraction of it, so the
+        schedule keeps every group's ratio to the classifier's lr.
+        """
         lr = self.lr_at(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
     # ----------------------------------------------------------------------------------- plateau

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from resnetlab.engine import builders
+from resnetlab.engine.accumulate import gradient_sync, micro_batches
 from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
 from resnetlab.engine.config import Config
 from resnetlab.engine.distributed import (
@@ -158,21 +159,33 @@ def train_one_epoch(run: Run) -> None:
 
 
 def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One optimizer step on the batch (x, y); returns the loss (a device tensor: nothing here waits for it)."""
+    """One optimizer step on the batch (x, y); returns the loss (a device tensor: nothing here waits for it).
+
+    With train.accumulate=K the batch is cut into K micro-batches whose gradients are summed (accumulate.py).
+    """
     for hook in run.hooks:
         x, y = hook.on_batch(run, x, y)
     run.state.lr = run.schedule.apply(run.optimizer, run.state.step)
-    with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
-        logits = run.model(x)  # (B, K)
-        loss = run.criterion(logits, y)
     run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
+    parts = micro_batches(x, y, run.cfg.train.accumulate)
+    losses = []
+    for i, (xs, ys, share) in enumerate(parts):
+        with gradient_sync(run.model, sync=i == len(parts) - 1):
+            with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
+                logits = run.model(xs)  # (B / K, classes)
+                loss = run.criterion(logits, ys)
+            run.scaler.scale(loss * share if len(parts) > 1 else loss).backward()
+        run.train_metrics.update(logits, ys, loss)
+        losses.append(loss)
+    loss = losses[0] if len(losses) == 1 else sum(share * part.detach() for (_, _, share), part in zip(
+        parts, losses, strict=True))
+    for hook in run.hooks:
+        hook.after_backward(run)
     if run.cfg.train.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
         nn.utils.clip_grad_norm_(run.net.parameters(), run.cfg.train.grad_clip)
     run.scaler.step(run.optimizer)
     run.scaler.update()
-    run.train_metrics.update(logits, y, loss)
     run.finite &= torch.isfinite(loss.detach())
     run.state.step += 1
     run.clock["period_images"] += x.shape[0] * run.env.world_size
@@ -212,6 +225,8 @@ def validate_and_checkpoint(run: Run) -> None:
                              progress=run.logger is not None and run.logger.interactive, what="validation")
         row.update(val_loss=val["loss"], val_acc=val["acc"])
     run.schedule.observe(val["loss"] if val else None)
+    for hook in run.hooks:
+        hook.after_validation(run, val)  # e.g. early stopping: before the checkpoints, which save its state
     if run.logger is not None:
         run.logger.row(row)
         run.clock["last_message"] = time.perf_counter()

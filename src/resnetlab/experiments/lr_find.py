@@ -91,6 +91,7 @@ def lr_find(cfg: Config, out: str | Path = "lr_find.png", iters: int = 200, lr_m
     init_distributed(env, device, cfg.dist.timeout_s)
     try:
         with process_settings(cfg, device, env.is_main) as stop, collective_failures(env, cfg.dist.timeout_s):
+            # the config's hooks too (fine-tuning's frozen phase); early stopping never fires: nothing is validated
             run = build_run(cfg, env, device, None, None, stop, hooks, with_test=False)
             logger.info("lr range test: %s on %s, lr %.1e -> %.1e over %d iterations", cfg.model.name, cfg.data.name,
                         lr_min, lr_max, iters)
@@ -117,7 +118,7 @@ class ExponentialRange:
     def apply(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         lr = self.lr_at(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # optim.backbone_lr_scale keeps its ratio
         return lr
 
 

@@ -21,12 +21,16 @@ _EXPORTS = {
     "load_weights": "resnetlab.models.registry",
     "register_model": "resnetlab.models.registry",
     "model_names": "resnetlab.models.catalog",
+    "get_weights": "resnetlab.models.pretrained",
+    "PretrainedWeights": "resnetlab.models.pretrained",
 }
 
 __all__ = [
     "ModelSummary",
+    "PretrainedWeights",
     "cifar_resnet",
     "create_model",
+    "get_weights",
     "list_models",
     "load_weights",
     "model_names",
@@ -37,6 +41,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from resnetlab.models.catalog import model_names
     from resnetlab.models.cifar import cifar_resnet
+    from resnetlab.models.pretrained import PretrainedWeights, get_weights
     from resnetlab.models.registry import create_model, list_models, load_weights, register_model
     from resnetlab.models.summary import ModelSummary, summarize
 

@@ -26,6 +26,7 @@ from resnetlab.errors import UserError
 from resnetlab.models import cifar, imagenet
 from resnetlab.models.catalog import natural_key
 from resnetlab.models.cifar import ModelBuilder
+from resnetlab.models.pretrained import fetch_weights, get_weights, is_weight_name
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,11 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3
             (CIFAR-10), 1000 for the ImageNet ResNets (ImageNet, as torchvision and timm).
         in_chans: channels of the input images.
         weights: a state dict file (ours or torchvision's) or one of our checkpoints (a dict whose "model" is
-            the state dict). A classifier of another size is replaced by a freshly initialised one and a
-            3-channel first conv is adapted to `in_chans=1` by summing over colour; each logs an INFO message.
+            the state dict), or a torchvision weight name for resnet18..152 (`IMAGENET1K_V1`, `IMAGENET1K_V2`,
+            `DEFAULT`): downloaded once with its hash check into the torch hub cache ($TORCH_HOME), and kept on
+            the model as `model.pretrained_weights` (class names, mean/std, crop size). A classifier of another
+            size is replaced by a freshly initialised one and a 3-channel first conv is adapted to `in_chans=1`
+            by summing over colour; each logs an INFO message.
         **options: the builder's options, e.g. `shortcut="B"`, `stem="cifar"`, `zero_init_residual=True`.
 
     Returns:
@@ -99,8 +103,16 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3
         options = {"num_classes": num_classes, **options}
     elif inspect.signature(builder).parameters["num_classes"].default is inspect.Parameter.empty:
         raise UserError(f"{name} has no default number of classes; pass num_classes")
+    pretrained = get_weights(name, str(weights)) if is_weight_name(weights) else None
     model = builder(in_chans=in_chans, **options)
-    if weights is not None:
+    if pretrained is not None:
+        path = fetch_weights(pretrained)
+        try:
+            load_weights(model, path)
+        except UserError as exc:  # a damaged cached file: say how to get a good one
+            raise UserError(f"{exc}; delete {path} to download it again") from None
+        model.pretrained_weights = pretrained
+    elif weights is not None:
         load_weights(model, weights)
     return model
 

@@ -24,6 +24,7 @@ from resnetlab.engine.rundir import atomic_write, read_config, read_evaluation, 
 from resnetlab.errors import UserError
 from resnetlab.reports import plots
 from resnetlab.reports.evaluation import evaluate_run
+from resnetlab.reports.explain import INSTALL_HINT, captum_available
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,16 @@ def _ensure_pieces(run_dir: Path) -> list[str]:
     else:
         notes.append("No training curves: metrics.jsonl is missing.")
     needed = [run_dir / f"eval_{SPLIT}.json", plot_dir / f"confusion_{SPLIT}.png", plot_dir / f"wrong_{SPLIT}.png"]
+    gradcam = plot_dir / f"gradcam_wrong_{SPLIT}.png"
+    explainable = captum_available()
     if not all(p.is_file() for p in needed):
-        _attempt("test-set evaluation", lambda: evaluate_run(run_dir, split=SPLIT), notes)
+        _attempt("test-set evaluation", lambda: evaluate_run(run_dir, split=SPLIT, gradcam=explainable), notes)
+    if not gradcam.is_file():
+        if not explainable:
+            notes.append(f"No Grad-CAM of the wrong test images: it needs captum ({INSTALL_HINT}).")
+        elif all(p.is_file() for p in needed):  # evaluated before (resnetlab evaluate): score again for the maps
+            _attempt("Grad-CAM of the wrong test images",
+                     lambda: evaluate_run(run_dir, split=SPLIT, gradcam=True), notes)
     result = read_evaluation(run_dir, SPLIT)
     if result and "per_class" in result:
         _attempt("per-class plot", lambda: plots.plot_per_class(result, plot_dir / f"per_class_{SPLIT}.png"), notes)
@@ -199,8 +208,13 @@ def _evaluation_sections(run_dir: Path, result: dict[str, Any] | None) -> list[s
                          "Rows are the true class, columns the prediction; colour = fraction of the row.")
     wrong = _section("Most confidently wrong test images", _img(plot_dir / f"wrong_{SPLIT}.png", "wrong predictions"),
                      "True and predicted label with the predicted probability, most confident mistakes first.")
+    gradcam = _section("Where the model looked in its most confident mistakes (Grad-CAM)",
+                       _img(plot_dir / f"gradcam_wrong_{SPLIT}.png", "Grad-CAM of wrong predictions"),
+                       "The same mistakes with the Grad-CAM map of the predicted class over each image (red = the "
+                       "evidence for that class; Selvaraju et al. 2017, computed with captum on the last residual "
+                       "stage). A map on the background rather than the object points at a spurious cue.")
     return [f'<div class="row stack">{table}{chart}</div>', f'<div class="stack">{confusion}</div>',
-            f'<div class="stack">{wrong}</div>']
+            f'<div class="stack">{wrong}</div>', f'<div class="stack">{gradcam}</div>']
 
 
 def _render(run_dir: Path, notes: list[str]) -> str:

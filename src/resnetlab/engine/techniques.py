@@ -1,0 +1,21 @@
+"""The hooks a config asks for: the techniques that attach to the one training path through `Hook`
+(`engine/hooks.py`); `build_run` puts them first, before the caller's."""
+
+from __future__ import annotations
+
+from resnetlab.engine.averaging import WeightAverage
+from resnetlab.engine.config import Config
+from resnetlab.engine.early_stopping import EarlyStopping
+from resnetlab.engine.finetune import FineTune
+from resnetlab.engine.hooks import Hook
+
+
+def config_hooks(cfg: Config) -> list[Hook]:
+    """The weight average (train.ema_decay), fine-tuning's frozen phase (train.freeze_epochs) and early stopping
+    (train.patience), when set."""
+    hooks: list[Hook] = [WeightAverage(cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []
+    if cfg.train.freeze_epochs > 0:
+        hooks.append(FineTune(cfg.train.freeze_epochs))
+    if cfg.train.patience > 0:
+        hooks.append(EarlyStopping(cfg.train.patience))
+    return hooks

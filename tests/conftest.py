@@ -6,6 +6,7 @@ under CI=true (`.ci/run` installs both).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,14 @@ def real_fmnist() -> Path:
     """The Debian copy of Fashion-MNIST (package dataset-fashion-mnist)."""
     require((FMNIST_DIR / "train-images-idx3-ubyte.gz").exists(), f"Fashion-MNIST in {FMNIST_DIR}")
     return FMNIST_DIR
+
+
+@pytest.fixture
+def jupyter_kernel() -> str:
+    """The Jupyter kernel that runs this interpreter (nbclient, nbformat and ipykernel come with the dev extra)."""
+    missing = [m for m in ("nbclient", "nbformat", "ipykernel") if importlib.util.find_spec(m) is None]
+    require(not missing, f"{', '.join(missing)} (pip install -e '.[dev]')")
+    return "python3"  # jupyter_client starts ipykernel's own spec with sys.executable
 
 
 @pytest.fixture

@@ -43,6 +43,14 @@ def real_fmnist() -> Path:
 
 
 @pytest.fixture
+def jupyter_kernel() -> str:
+    """The Jupyter kernel that runs this interpreter (nbclient, nbformat and ipykernel come with the dev extra)."""
+    missing = [m for m in ("nbclient", "nbformat", "ipykernel") if importlib.util.find_spec(m) is None]
+    require(not missing, f"{', '.join(missing)} (pip install -e '.[dev]')")
+    return "python3"  # jupyter_client starts ipykernel's own spec with sys.executable
+
+
+@pytest.fixture
 def chromium() -> Path:
     """Debian's Chromium, for the report's browser test."""
     require(CHROMIUM.exists(), f"Chromium at {CHROMIUM}")

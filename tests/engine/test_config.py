@@ -19,7 +19,8 @@ from resnetlab.engine.config import (
 )
 from resnetlab.errors import UserError
 
-RECIPES = ["finetune", "fmnist-fast", "he2016-cifar10", "he2016-cifar10-deep", "seed000-cifar10", "seed001-fmnist"]
+RECIPES = ["finetune", "fmnist-fast", "he2016-cifar10", "he2016-cifar10-deep", "seed000-cifar10", "seed001-fmnist",
+           "seed002-cifar10", "seed004-cifar10"]
 
 
 def _leaf_keys(obj: object, prefix: str = "") -> list[str]:
@@ -70,6 +71,14 @@ def test_seed_recipes_follow_the_tutorials():
     assert (s1.model.name, s1.data.resize, s1.data.batch_size) == ("resnet18", 96, 256)
     assert (s1.optim.name, s1.optim.lr, s1.optim.weight_decay) == ("adam", 1e-3, 0.0)
     assert (s1.schedule.name, s1.schedule.step_size, s1.schedule.gamma, s1.train.epochs) == ("step", 0.2, 0.9, 10)
+    s2 = load_config("seed002-cifar10", [])
+    assert (s2.model.name, s2.data.resize, s2.data.batch_size, s2.data.val_size) == ("resnet34", 224, 16, 0.1)
+    assert (s2.optim.lr, s2.optim.weight_decay, s2.schedule.name, s2.train.epochs) == (0.01, 1e-3, "constant", 20)
+    s4 = load_config("seed004-cifar10", [])
+    assert (s4.model.name, s4.data.resize, s4.data.batch_size, s4.data.flip, s4.data.crop_padding) == (
+        "resnet50", 224, 128, True, 0)
+    assert (s4.optim.lr, s4.optim.weight_decay, s4.schedule.name, s4.schedule.patience, s4.train.epochs) == (
+        0.01, 1e-4, "plateau", 10, 40)
 
 
 def test_overrides_are_parsed_as_yaml_and_typed():
@@ -111,6 +120,8 @@ def test_bad_overrides_are_one_line_user_errors(override, words):
     ("data.val_size=-1", "data.val_size"), ("train.label_smoothing=1.0", "label_smoothing"),
     ("schedule.milestones=[0.75, 0.5]", "milestones"), ("schedule.pct_start=1.5", "pct_start"),
     ("optim.betas=[0.9]", "betas"), ("data.channels=2", "data.channels"),
+    ("data.test_size=0", "data.test_size"), ("data.train_size=2.5", "data.train_size"),
+    ("data.test_size=-3", "test_size"),
 ])
 def test_impossible_settings_are_refused_up_front(override, word):
     with pytest.raises(UserError, match=word):

@@ -15,7 +15,9 @@ from support.enginekit import cli_args, read_rows, tiny_config
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
+from resnetlab.engine.hooks import StopAt
 from resnetlab.engine.trainer import train
+from resnetlab.errors import Interrupted
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
 
@@ -164,3 +166,15 @@ def test_resume_on_another_torch_or_cpu_kind_warns_in_one_line(tiny_root, tmp_pa
     train(tiny_config(tiny_root, out, train__iters=4), resume=True)
     warned = [r.getMessage() for r in caplog.records if "bit-identical results are promised only" in r.getMessage()]
     assert len(warned) == 1 and "torch 1.0.0 -> " in warned[0] and "cpu_capability AVX512 -> " in warned[0]
+
+
+def test_stop_at_hook_interrupts_like_ctrl_c_and_resume_is_bit_identical(tiny_root, tmp_path, straight_run):
+    cfg = tiny_config(tiny_root, tmp_path / "run", **RESUME_SETTINGS)
+    with pytest.raises(Interrupted, match="step 13"):
+        train(cfg, hooks=[StopAt(13)])
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 13
+    train(cfg, resume=True)
+    _assert_same_weights(read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"],
+                         read_checkpoint(straight_run / "checkpoints" / "last.pt")["model"])
+    with pytest.raises(ValueError, match="step >= 1"):
+        StopAt(0)

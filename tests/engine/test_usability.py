@@ -173,8 +173,7 @@ def test_every_option_of_every_command_says_what_it_does():
 def test_evaluate_reads_only_the_test_split_and_takes_device_batch_and_other_data(tiny_run, tmp_path, monkeypatch):
     loaded = []
     real = builders.load_split
-    monkeypatch.setattr("resnetlab.engine.evaluate.load_split", lambda cfg, split: loaded.append(split) or
-                        real(cfg, split))
+    monkeypatch.setattr(builders, "load_split", lambda cfg, split: loaded.append(split) or real(cfg, split))
     result = resnetlab.evaluate(tiny_run, device="cpu", batch_size=5)
     assert loaded == ["test"] and result["n"] == 36 and result["device"] == "cpu"
     other = write_image_folder(tmp_path / "more", {"test": 3}, seed=5)
@@ -183,3 +182,20 @@ def test_evaluate_reads_only_the_test_split_and_takes_device_batch_and_other_dat
     with pytest.raises(UserError, match="--batch-size must be at least 1"):
         resnetlab.evaluate(tiny_run, batch_size=0)
     assert torch.get_num_threads() >= 1
+
+
+def test_train_and_test_size_keep_stratified_subsets_and_evaluate_uses_the_same_test_images(tiny_root, tmp_path):
+    cfg = tiny_config(tiny_root, tmp_path / "run", data__train_size=96, data__test_size=0.25, train__iters=2)
+    data = builders.build_data(cfg)
+    full = builders.build_data(tiny_config(tiny_root, None))
+    assert len(data.train) == 96 and len(data.test) == 40 and len(data.val) == len(full.val) == 96  # val stays whole
+    assert torch.equal(data.val.images, full.val.images)
+    assert torch.bincount(data.train.labels).tolist() == [24] * 4
+    assert torch.bincount(data.test.labels).tolist() == [10] * 4
+    # the test subset does not depend on the run's seed: the runs of a sweep are tested on the same images
+    other_seed = builders.build_data(tiny_config(tiny_root, None, data__test_size=0.25, train__seed=5))
+    assert torch.equal(other_seed.test.images, data.test.images)
+    run_dir = train(cfg).run_dir
+    assert resnetlab.evaluate(run_dir)["n"] == 40  # evaluate tests the run's own test subset
+    assert builders.subsample(data.test, None, 0, "data.test_size") is data.test
+    assert builders.subsample(data.test, 500, 0, "data.test_size") is data.test  # more than there are: all of them

@@ -99,6 +99,19 @@ def test_spec_files_and_names(tmp_path: Path):
         load_spec(tmp_path / "broken.yaml")
 
 
+def test_a_spec_may_be_a_mapping_such_as_a_shipped_spec_with_a_smaller_budget():
+    shipped = load_spec("degradation-fmnist")
+    raw = shipped.to_dict()
+    raw["set"] = {**raw["set"], "train.iters": 12}
+    raw["seeds"] = [0]
+    spec = load_spec(raw)
+    assert spec.name == "degradation-fmnist" and spec.grid == shipped.grid and spec.fixed["train.iters"] == 12
+    assert [r.name for r in expand(spec)] == ["plain20_seed0", "plain56_seed0", "resnet20_seed0", "resnet56_seed0"]
+    assert load_spec(BASE).name == "sweep"
+    with pytest.raises(UserError, match="unknown key 'grids'"):
+        load_spec({"recipe": "fmnist-fast", "grids": {}})
+
+
 def test_shipped_specs_resolve_against_the_recipes():
     assert shipped_specs() == ["degradation-fmnist", "he2016-table6", "he2016-table6-quick", "seed000-exercises"]
     table6 = load_spec("he2016-table6")

@@ -14,7 +14,7 @@ from resnetlab.engine.builders import make_loader
 from resnetlab.engine.config import load_config
 from resnetlab.engine.rundir import read_metrics
 from resnetlab.errors import UserError
-from resnetlab.reports.plots import _draw_runs, most_confident_wrong, plot_runs, unnormalize
+from resnetlab.reports.plots import _draw_runs, most_confident_wrong, plot_runs, plot_samples, unnormalize
 
 
 def _write_metrics(run_dir, rows) -> None:
@@ -86,3 +86,14 @@ def test_unnormalize_inverts_the_loaders_normalization(normalize) -> None:
     x, _ = next(iter(loader))
     back = (unnormalize(x, normalization) * 255).round().to(torch.uint8)
     assert torch.equal(back, images)
+
+
+def test_plot_samples_draws_a_seeded_grid_captioned_with_classes(tmp_path) -> None:
+    images = torch.arange(12, dtype=torch.uint8).view(12, 1, 1, 1).expand(12, 1, 8, 8).contiguous() * 20
+    imageset = ImageSet(images, torch.arange(12) % 3, ["a", "b", "c"])
+    out = plot_samples(imageset, tmp_path / "samples.png", count=6, seed=1, ncols=3, title="six")
+    assert out == tmp_path / "samples.png" and Image.open(out).size[0] > 200
+    again = plot_samples(imageset, tmp_path / "again.png", count=6, seed=1, ncols=3, title="six")
+    assert again.read_bytes() == out.read_bytes()  # the same seed draws the same images
+    whole = plot_samples(imageset, tmp_path / "all.png", count=50)  # more than there are: every image once
+    assert Image.open(whole).size[0] > Image.open(out).size[0]

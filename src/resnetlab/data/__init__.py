@@ -14,7 +14,8 @@ from resnetlab.data.imageset import (
     split_train_val,
 )
 from resnetlab.data.loader import BatchTransform, Loader, derive_seed
-from resnetlab.data.sources import default_root, load_dataset
+from resnetlab.data.sources import default_root, first_available, is_available, load_dataset
+from resnetlab.data.synthetic import write_shapes
 
 __all__ = [
     "AugmentConfig",
@@ -26,6 +27,8 @@ __all__ = [
     "convert_channels",
     "default_root",
     "derive_seed",
+    "first_available",
+    "is_available",
     "list_imagefolder",
     "load_dataset",
     "load_imagefolder",
@@ -34,4 +37,5 @@ __all__ = [
     "resize_images",
     "split_train_val",
     "stream_imagefolder",
+    "write_shapes",
 ]

@@ -13,6 +13,7 @@ import os
 import pickle
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,37 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, split: str = 
     else:
         imageset = _load_idx(key, base, split, download)
     return _adapt(imageset, image_size, channels)
+
+
+def is_available(name: str, root: str | os.PathLike | None = None) -> bool:
+    """Whether `load_dataset(name, root)` finds the train and test files on this machine, without downloading.
+
+    Only looks for the files (CIFAR batches, the four IDX files, an image folder); it reads none of them.
+    """
+    key = name.strip()
+    if key.lower().startswith("imagefolder:"):
+        return Path(key.split(":", 1)[1]).expanduser().is_dir()
+    key = _ALIASES.get(key.lower(), key.lower())
+    base = Path(root).expanduser() if root else default_root()
+    if key in CIFAR:
+        layout = CIFAR[key]
+        return all((base / layout.folder / f).is_file() for f in (*layout.train, *layout.test, layout.meta))
+    if key in IDX_FOLDERS:
+        try:
+            for split in ("train", "test"):
+                _idx_files(key, base, split, download=False)
+        except UserError:
+            return False
+        return True
+    raise UserError(f"unknown data set {name!r}; use one of {', '.join(NAMES)}")
+
+
+def first_available(names: Sequence[str], root: str | os.PathLike | None = None) -> str | None:
+    """The first of `names` whose files are on this machine (see `is_available`), or None.
+
+    A notebook written for CIFAR-10 runs anywhere with `first_available(["cifar10", "fashion-mnist"])`.
+    """
+    return next((name for name in names if is_available(name, root)), None)
 
 
 def _adapt(imageset: ImageSet, image_size: int | None, channels: int | None) -> ImageSet:

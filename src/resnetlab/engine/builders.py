@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VAL_SIZE = 5000  # the paper's 45k/5k CIFAR-10 split (He et al. 2016, sec. 4.2)
 DEFAULT_VAL_FRACTION = 0.1  # image folders without a val/ folder
+TEST_SUBSET_SEED = 0  # data.test_size: the same test images for every run seed, so runs compare on one subset
 SMALL_DROP = 0.1  # data.drop_last=auto drops an incomplete last batch only when it is under this part of an epoch
 
 
@@ -192,23 +193,43 @@ def load_split(cfg: Config, split: str) -> ImageSet:
                         channels=d.channels, coarse=d.coarse)
 
 
+def load_test(cfg: Config) -> ImageSet:
+    """The official test split as the run tests on it: all of it, or `data.test_size` images of it."""
+    return subsample(load_split(cfg, "test"), cfg.data.test_size, TEST_SUBSET_SEED, "data.test_size")
+
+
+def subsample(imageset: ImageSet, size: int | float | None, seed: int, key: str) -> ImageSet:
+    """`size` images of `imageset` (a count or a fraction; None, or as many as it has, keeps it whole), stratified
+    by class and seeded as the validation split is, in their original order."""
+    n = len(imageset)
+    count = n if size is None else (round(size * n) if 0 < size < 1 else int(size))
+    if count >= n:
+        return imageset
+    if count < 1:
+        raise UserError(f"{key}={size} keeps no images of {n}; give a larger count or fraction, or null for all")
+    log.info("%s: %d of %d images", key, count, n)
+    return split_train_val(imageset, count, seed)[1]
+
+
 def build_data(cfg: Config, env: DistEnv | None = None, *, with_test: bool = True) -> Datasets:
     """Load the official train (and test) splits, carve the validation split, measure the normalization.
 
     The validation split is an image folder's own val/ folder when it has one, else `data.val_size` images
     (a count, or a fraction in (0, 1); default 5,000, or 10% for image folders) carved from the train split.
+    `data.train_size` and `data.test_size` then keep a stratified subset of the training and test images.
     Under torchrun the processes load in turn, so that a download happens once.
     """
     d = cfg.data
     with in_turn(env or DistEnv(), enabled=d.download):  # never two downloads into one folder at once
         full_train = load_split(cfg, "train")
-        test = load_split(cfg, "test") if with_test else None
+        test = load_test(cfg) if with_test else None
         own_val = load_split(cfg, "val") if has_val_folder(d.name) and d.val_size is None else None
     if own_val is not None:
         train, val = full_train, own_val
     else:
         size = val_count(d.val_size, len(full_train), d.name)
         train, val = split_train_val(full_train, size, cfg.train.seed)
+    train = subsample(train, d.train_size, cfg.train.seed, "data.train_size")  # after the split: val stays whole
     if d.batch_size > len(train):
         raise UserError(f"data.batch_size={d.batch_size} is larger than the {len(train)} training images; "
                         "lower --batch-size")

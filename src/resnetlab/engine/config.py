@@ -56,6 +56,10 @@ class DataConfig:
     # carved from the official train split: a count or a fraction in (0, 1); 0 = no validation split;
     # null = 5,000 (the paper's 45k/5k CIFAR split), or an image folder's own val/ folder, else 10% of it
     val_size: int | float | None = None
+    # quick runs (a notebook's QUICK mode, a smoke test): keep only this many training / test images, a stratified
+    # subset seeded like the split (the test subset is the same for every seed); a count or a fraction; null = all
+    train_size: int | float | None = None
+    test_size: int | float | None = None
     batch_size: int = 128
     drop_last: bool | Literal["auto"] = "auto"  # the incomplete last batch; auto = drop it only when under 10%
     image_size: int | None = None  # resize when loading (stored at this size in memory)
@@ -460,6 +464,10 @@ def validate(cfg: Config) -> None:
            f"data.val_size must be a count, a fraction in (0, 1), 0 (no validation split) or null; got {d.val_size}")
     _check(d.val_size is None or d.val_size < 1 or float(d.val_size).is_integer(),
            f"data.val_size must be a whole number of images or a fraction in (0, 1); got {d.val_size}")
+    for key in ("train_size", "test_size"):
+        value = getattr(d, key)
+        _check(value is None or (value > 0 and (value < 1 or float(value).is_integer())),
+               f"data.{key} must be a positive whole number of images, a fraction in (0, 1) or null (all); got {value}")
     for key in ("crop_padding", "translate", "cutout"):
         _check(getattr(d, key) >= 0, f"data.{key} must be >= 0; got {getattr(d, key)}")
     for key in ("image_size", "resize"):

@@ -20,7 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from resnetlab.data import ImageSet, load_dataset
-from resnetlab.engine.builders import build_data, load_split, make_loader, select_device
+from resnetlab.engine.builders import build_data, load_split, load_test, make_loader, select_device
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import Config, config_from_dict
 from resnetlab.engine.metrics import Metrics
@@ -208,7 +208,7 @@ def labelled_split(info: dict[str, Any], split: str, data: str | None = None,
         cfg.data.name = data
         imageset = _other_data(cfg)
     elif split == "test":
-        imageset = load_split(cfg, "test")  # the test split alone: no training images to load
+        imageset = load_test(cfg)  # the test split alone (data.test_size of it): no training images to load
     else:
         imageset = build_data(cfg, with_test=False).val
         if imageset is None:

@@ -7,6 +7,7 @@ list a config turns on; `train(cfg, hooks=...)` adds the caller's.
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import torch
@@ -51,3 +52,23 @@ class Hook:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()`."""
+
+
+class StopAt(Hook):
+    """Stop the run after `step` optimizer steps exactly as Ctrl-C (SIGINT) does: checkpoints/last.pt is saved and
+    `resnetlab.errors.Interrupted` is raised; `train(cfg, resume=True)` then finishes the run.
+
+    For trying out (and testing) exact resume without timing a keystroke. Nothing of it is saved: a resumed run
+    does not stop again unless it is given the hook again with a later step.
+    """
+
+    name = "stop_at"
+
+    def __init__(self, step: int) -> None:
+        if step < 1:
+            raise ValueError(f"StopAt needs a step >= 1; got {step}")
+        self.step = step
+
+    def after_step(self, run: Any, loss: torch.Tensor) -> None:
+        if run.state.step == self.step and run.stop.signum is None:
+            run.stop.signum = int(signal.SIGINT)

@@ -374,8 +374,8 @@ def _interrupt(run: Run, signum: int) -> None:
     if run.env.is_main and run.run_dir is not None:
         save_checkpoint(run.checkpoints / "last.pt", state)
     barrier()
-    where = f"checkpoint saved ({run.checkpoints / 'last.pt'}), continue with --resume" if run.run_dir else \
-        "nothing saved"
+    where = f"checkpoint saved ({run.checkpoints / 'last.pt'}), continue with --resume (Python: resume=True)" \
+        if run.run_dir else "nothing saved"
     raise Interrupted(signum, f"interrupted by signal {signum} at step {run.state.step}; {where}")
 
 

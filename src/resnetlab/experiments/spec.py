@@ -96,14 +96,18 @@ def shipped_specs() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_spec(spec: str | Path) -> SweepSpec:
-    """Read a spec from a shipped name or a YAML file path and validate its shape.
+def load_spec(spec: str | Path | Mapping[str, Any]) -> SweepSpec:
+    """Read a spec from a shipped name, a YAML file path, or a mapping of the same keys, and validate its shape.
 
-    The keys themselves are checked against the config by `check_spec` (it needs the engine).
+    The keys themselves are checked against the config by `check_spec` (it needs the engine). A mapping is the
+    YAML form as Python (e.g. `load_spec("degradation-fmnist").to_dict()` with a smaller budget): its relative
+    recipe paths are relative to the working directory.
 
     Raises:
         UserError: the file is missing or malformed, or a field has the wrong shape.
     """
+    if isinstance(spec, Mapping):
+        return parse_spec(spec, name=str(spec.get("name") or "sweep"))
     text, name, base = _read_spec_text(spec)
     try:
         raw = yaml.safe_load(text)

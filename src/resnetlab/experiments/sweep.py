@@ -40,9 +40,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -72,11 +73,12 @@ class Task:
     resume: bool
 
 
-def run_sweep(spec: str | Path, out_dir: str | Path, jobs: int = 1) -> Path:
+def run_sweep(spec: str | Path | Mapping[str, Any], out_dir: str | Path, jobs: int = 1) -> Path:
     """Run (or complete) every point x seed of a sweep, then aggregate.
 
     Args:
-        spec: a shipped sweep name (`resnetlab/sweeps/NAME.yaml`) or the path of a spec YAML file.
+        spec: a shipped sweep name (`resnetlab/sweeps/NAME.yaml`), the path of a spec YAML file, or the spec
+            as a mapping (see `load_spec`).
         out_dir: the sweep directory; re-running with the same one skips finished runs and resumes the others.
         jobs: runs at once (1 = one after another in this process; N > 1 = N subprocesses).
 
@@ -113,7 +115,7 @@ def _run_claimed(parsed: SweepSpec, points: list[RunPoint], out: Path, jobs: int
     return table
 
 
-def prepare_sweep(spec: str | Path, out: Path) -> tuple[SweepSpec, list[RunPoint]]:
+def prepare_sweep(spec: str | Path | Mapping[str, Any], out: Path) -> tuple[SweepSpec, list[RunPoint]]:
     """Read and check a spec, claim `out` for it (DIR/sweep.yaml); returns the spec and its runs (see read_spec)."""
     parsed, points = read_spec(spec)
     with lock_run_dir(out, what="swept"):
@@ -121,7 +123,7 @@ def prepare_sweep(spec: str | Path, out: Path) -> tuple[SweepSpec, list[RunPoint
     return parsed, points
 
 
-def read_spec(spec: str | Path) -> tuple[SweepSpec, list[RunPoint]]:
+def read_spec(spec: str | Path | Mapping[str, Any]) -> tuple[SweepSpec, list[RunPoint]]:
     """A checked spec and its runs, seed by seed (every point's first seed, then the second, ...: a sweep stopped
     early already compares every point)."""
     parsed = load_spec(spec)

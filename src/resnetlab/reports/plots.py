@@ -1,4 +1,5 @@
-"""PNG plots of a run: training curves, several runs overlaid, image grids and the confusion matrix.
+"""PNG plots of a run: training curves, several runs overlaid, image grids (samples of a data set, a training
+batch, wrong predictions) and the confusion matrix.
 
 Figures are built with matplotlib's object API (`Figure` + the Agg canvas, never `pyplot`), so no global
 backend is switched and nothing needs a display.
@@ -17,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from resnetlab.data import ImageSet
 from resnetlab.engine.builders import build_data, make_loader, scaled_lr
 from resnetlab.engine.config import Config
 from resnetlab.engine.rundir import read_config, read_metrics, read_summary
@@ -169,6 +171,23 @@ def image_grid(
         fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def plot_samples(imageset: ImageSet, out: Path | str, count: int = 32, *, seed: int = 0, ncols: int = 8,
+                 title: str | None = None) -> Path:
+    """A grid of `count` images of a data set, drawn at random (seeded), each captioned with its class.
+
+    Args:
+        imageset: the images as stored (`load_dataset`), before any augmentation or normalization.
+        out: the PNG to write.
+        count: how many images (at most the data set's size).
+        seed: which images: the same seed draws the same ones.
+        ncols: images per row.
+        title: figure title.
+    """
+    index = torch.randperm(len(imageset), generator=torch.Generator().manual_seed(seed))[:count]
+    titles = [imageset.classes[int(imageset.labels[i])] for i in index]
+    return image_grid(imageset.images[index], titles, out, ncols=ncols, title=title)
 
 
 # ---------------------------------------------------------------------------------------- confusion plot

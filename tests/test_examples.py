@@ -42,7 +42,8 @@ EXPECTED = {
         ["| plain56 | 1 |", "| resnet56 | 1 |"]),
     "05_resnet50_report.ipynb": (
         ["runs/*/resnet50/eval_test.json", "runs/*/resnet50/plots/confusion_test.png",
-         "runs/*/resnet50/plots/wrong_test.png", "runs/*/resnet50-resumed/summary.json"],
+         "runs/*/resnet50/plots/wrong_test.png", "runs/*/resnet50/plots/gradcam_wrong_test.png",
+         "runs/*/resnet50-resumed/summary.json"],
         ["bit-identical to the uninterrupted run: True", "interrupted by signal 2 at step 3", "weighted avg"]),
 }
 
@@ -74,8 +75,8 @@ def test_notebooks_are_stored_without_outputs_quick_first_with_short_cells(name)
         assert len(logic) <= MAX_CELL_LINES, f"a cell of {len(logic)} lines; add the API it needs:\n{_source(cell)}"
     text = " ".join(_source(c) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert "What this notebook does differently" in text
-    if name.startswith("05"):  # Grad-CAM is being added (`resnetlab explain`); the notebook marks where it goes
-        assert "## Grad-CAM" in text
+    if name.startswith("05"):  # Grad-CAM of the most confidently wrong images
+        assert "## Grad-CAM" in text and "gradcam=True" in " ".join(_source(c) for c in code)
     for topic in ("validation", r"option[- ]A\b", "resume"):
         assert re.search(topic, text, re.IGNORECASE), f"{name} does not say how it differs from the tutorial: {topic}"
 

@@ -230,7 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="resnetlab", description="Residual networks (He et al. 2016): build, train, evaluate.")
     parser.add_argument("--version", action="version", version=f"resnetlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    _model_commands(sub)
+    _training_commands(sub)
+    _result_commands(sub)
+    _sweep_command(sub)
+    return parser
 
+
+def _model_commands(sub: argparse._SubParsersAction) -> None:
+    """The subcommands for models and their summaries."""
     p = sub.add_parser("models", help="list model names (one per line)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'plain*'")
     p.set_defaults(func=cmd_models)
@@ -245,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model option, e.g. shortcut=B or stem=cifar (repeatable)")
     p.set_defaults(func=cmd_summary)
 
+
+def _training_commands(sub: argparse._SubParsersAction) -> None:
+    """The subcommands for training and the learning-rate range test."""
     p = sub.add_parser("train", help="train a model (also under torchrun for several GPUs)",
                        description="Train a model. A recipe gives every setting; flags and --set override it.")
     _add_train_flags(p)
@@ -268,6 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("lr-find", help="learning-rate range test: plot loss against lr, suggest an lr")
+    _add_train_flags(p)
+    p.add_argument("--batch-size", type=int, help="images per step (data.batch_size)")
+    p.add_argument("--iters", dest="iters_find", type=int, default=200, help="steps of the test (default: 200)")
+    p.add_argument("--lr-min", type=float, default=1e-5, help="the first lr (default: 1e-5)")
+    p.add_argument("--lr-max", type=float, default=10.0, help="the last lr (default: 10)")
+    p.add_argument("--out", dest="out_png", default="lr_find.png", metavar="FILE.png",
+                   help="the plot of loss against lr (default: lr_find.png)")
+    p.set_defaults(func=cmd_lr_find)
+
+
+def _result_commands(sub: argparse._SubParsersAction) -> None:
+    """The subcommands for what a trained model gives: numbers, predictions, explanations, reports, exports."""
     p = sub.add_parser("evaluate", help="accuracy, per-class table and confusion matrix of a run or checkpoint")
     p.add_argument("path", metavar="RUN_DIR|CKPT", help="a run directory (its best.pt) or a checkpoint file")
     p.add_argument("--split", choices=["test", "val"], default="test",
@@ -320,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(/255, normalization and the run's resize inside it); default: normalized floats in, logits out")
     p.set_defaults(func=cmd_export)
 
+
+def _sweep_command(sub: argparse._SubParsersAction) -> None:
+    """The subcommands for sweeps, local or on a Slurm cluster."""
     p = sub.add_parser("sweep", help="grid x seeds of runs, ending in a mean ± std table and figures")
     p.add_argument("spec", nargs="?", metavar="SPEC.yaml|NAME")
     p.add_argument("--out", metavar="DIR", help="the sweep directory (runs/, results.md, figures)")
@@ -341,18 +368,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", metavar="DIR", help="finished, running, pending and failed runs of a sweep (with "
                                                    "the log of each failure)")
     p.set_defaults(func=cmd_sweep)
-
-    p = sub.add_parser("lr-find", help="learning-rate range test: plot loss against lr, suggest an lr")
-    _add_train_flags(p)
-    p.add_argument("--batch-size", type=int, help="images per step (data.batch_size)")
-    p.add_argument("--iters", dest="iters_find", type=int, default=200, help="steps of the test (default: 200)")
-    p.add_argument("--lr-min", type=float, default=1e-5, help="the first lr (default: 1e-5)")
-    p.add_argument("--lr-max", type=float, default=10.0, help="the last lr (default: 10)")
-    p.add_argument("--out", dest="out_png", default="lr_find.png", metavar="FILE.png",
-                   help="the plot of loss against lr (default: lr_find.png)")
-    p.set_defaults(func=cmd_lr_find)
-    return parser
-
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help=f"recipe name (see train --list-recipes) or a YAML file (default: "

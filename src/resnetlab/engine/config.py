@@ -66,6 +66,16 @@ class DataConfig:
     cutout: int = 0  # side of a random square set to zero (0 = off)
     resize: int | None = None  # resize each batch on the device (e.g. 28 -> 96 px without 96-px copies in memory)
     normalize: Literal["channel", "pixel"] = "channel"  # per-channel mean/std, or the paper's per-pixel mean
+    # automatic augmentation after the crop and flip, as torchvision's (autoaugment = its CIFAR-10 policy)
+    auto_augment: Literal["randaugment", "trivialaugment", "autoaugment"] | None = None
+    randaugment_ops: int = 2  # RandAugment: operations per image
+    randaugment_magnitude: int = 9  # RandAugment: magnitude bin, 0..30
+    random_erasing: float = 0.0  # probability of erasing a random rectangle of 2-33% of an image; 0 = off
+    random_erasing_value: Literal["zero", "random"] = "zero"  # fill it with the mean, or with noise per pixel
+    mixup_alpha: float = 0.0  # Mixup: lam ~ Beta(alpha, alpha); 0 = off (torchvision's recipes: 0.2)
+    cutmix_alpha: float = 0.0  # CutMix: lam ~ Beta(alpha, alpha); 0 = off (torchvision's recipes: 1.0)
+    mix_prob: float = 1.0  # probability that a batch is mixed (Mixup or CutMix)
+    mix_switch_prob: float = 0.5  # with both on: probability of CutMix rather than Mixup
 
 
 @dataclass
@@ -458,6 +468,7 @@ def validate(cfg: Config) -> None:
         value = getattr(d, key)
         _check(value is None or value >= 1, f"data.{key} must be a positive size in pixels or null; got {value}")
     _check(d.channels in (None, 1, 3), f"data.channels must be 1, 3 or null; got {d.channels}")
+    _validate_augmentation(d)
     _check(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
     _check(t.epochs >= 1 or t.iters >= 1, "train.epochs or train.iters must be at least 1")
     _check(t.iters >= 0 and t.epochs >= 0, "train.epochs and train.iters must be >= 0")
@@ -467,6 +478,16 @@ def validate(cfg: Config) -> None:
     _check(t.log_every >= 1, f"train.log_every must be at least 1; got {t.log_every}")
     _check(cfg.dist.timeout_s >= 1, f"dist.timeout_s must be at least 1; got {cfg.dist.timeout_s}")
     _validate_schedule(s)
+
+
+def _validate_augmentation(d: DataConfig) -> None:
+    _check(d.randaugment_ops >= 0, f"data.randaugment_ops must be >= 0; got {d.randaugment_ops}")
+    _check(0 <= d.randaugment_magnitude <= 30, f"data.randaugment_magnitude must be in 0..30; got "
+           f"{d.randaugment_magnitude}")
+    for key in ("random_erasing", "mix_prob", "mix_switch_prob"):
+        _check(0 <= getattr(d, key) <= 1, f"data.{key} is a probability and must be in [0, 1]; got {getattr(d, key)}")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        _check(getattr(d, key) >= 0, f"data.{key} must be >= 0 (0 = off); got {getattr(d, key)}")
 
 
 def _validate_schedule(s: ScheduleConfig) -> None:

@@ -247,9 +247,10 @@ def affine(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     if n == 0:
         return images
     device = images.device
-    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, device=device).view(1, 1, w)
-    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, device=device).view(1, h, 1)
-    t = (theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], device=device)).view(n, 3, 2, 1, 1)
+    f32 = {"device": device, "dtype": torch.float32}  # float32 whatever torch's default dtype, as torchvision's grid
+    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, **f32).view(1, 1, w)
+    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, **f32).view(1, h, 1)
+    t = (theta.to(device).transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], **f32)).view(n, 3, 2, 1, 1)
     gx = xs * t[:, 0, 0] + ys * t[:, 1, 0] + t[:, 2, 0]  # (n, H, W), in [-1, 1] inside the image
     gy = xs * t[:, 0, 1] + ys * t[:, 1, 1] + t[:, 2, 1]
     ix = ((gx + 1) * w - 1).div_(2).round_()

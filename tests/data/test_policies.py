@@ -63,7 +63,7 @@ def test_each_image_is_what_torchvisions_kernels_make_of_it(policy, channels):
     """The batched ops replayed one image at a time through torchvision's v2 kernels give the same pixels."""
     images = _images(256, channels, (28, 26) if channels == 3 else (28, 28))
     draws = draw_policy(PolicyConfig(policy), len(images), *images.shape[-2:], torch.Generator().manual_seed(1))
-    out = apply_policy(images, draws)
+    out = apply_policy(images.permute(0, 2, 3, 1).contiguous(), draws).permute(0, 3, 1, 2)  # the Loader's layout
     used = set()
     for i in range(len(images)):
         expected = images[i]

@@ -153,8 +153,7 @@ class BatchTransform:
         if crop is not None:
             images = augment_uint8(images, crop, self.augment, mirrored, self._scratch)
         if draws is not None and draws.policy is not None:
-            nchw = apply_policy(images.permute(0, 3, 1, 2).contiguous(), draws.policy)  # torchvision's layout
-            images = nchw.permute(0, 2, 3, 1).contiguous()
+            images = apply_policy(images, draws.policy)
         x = images.to(torch.get_default_dtype())  # (N, H, W, C), float32 unless torch.set_default_dtype says otherwise
         # In place with out=: the output then sets the loop order. Without it, the broadcast (H, W, C) operand
         # makes TensorIterator loop over N innermost, 15x slower on a CPU.

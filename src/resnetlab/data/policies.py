@@ -5,22 +5,26 @@ with `AutoAugmentPolicy.CIFAR10`; Cubuk et al. 2019, arXiv 1909.13719; Müller &
 Cubuk et al. 2018, arXiv 1805.09501): the same operations, magnitude tables, signs and probabilities, nearest
 interpolation and a zero fill. What differs is how they run: torchvision draws and applies them one image at a
 time in DataLoader workers; here every sample's operations and magnitudes are drawn up front for the global batch
-on a CPU generator (`draw_policy`), and `apply_policy` then groups the samples by operation and transforms each
-group at once on the batch's device. Operations without a parameter (AutoContrast, Equalize, Invert) are
-torchvision's v2 kernels applied to the group; the five geometric ones share one `grid_sample` with a matrix per
-sample; the colour ones are torchvision's formulas with a factor per sample, rounded as its kernels round, so
-every image comes out as torchvision's tensor kernels make it (tests/data/test_policies.py checks this pixel for
-pixel on the CPU).
+on a CPU generator (`draw_policy`), and `apply_policy` then groups the samples by kind of operation and transforms
+each group at once on the batch's device, in the Loader's channels-last layout.
+
+torchvision's v2 kernels take one parameter for a whole batch, so they fit a group only where every sample shares
+it; with a magnitude per sample they would run once per distinct value (up to 62 per op for TrivialAugmentWide).
+Instead each kernel's arithmetic is applied with per-sample parameters, in the order and precision torchvision's
+CPU kernels use (a fused multiply-add is reproduced in float64): the geometric ops as one gather of pixels through
+per-sample matrices, the seven pointwise ops (Brightness, Contrast, Posterize, Solarize, AutoContrast, Equalize,
+Invert) as one gather through per-sample 256-entry tables, Color and Sharpness by their formulas. Every image comes
+out as torchvision's v2 tensor kernels make it, pixel for pixel (tests/data/test_policies.py checks this on the CPU).
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from resnetlab.errors import UserError
 
@@ -28,7 +32,6 @@ POLICIES = ("randaugment", "trivialaugment", "autoaugment")
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color", "Contrast",
        "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize", "Invert")
 _OP = {name: k for k, name in enumerate(OPS)}
-_GEOMETRIC = frozenset(_OP[n] for n in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"))
 SKIP = -1  # an op slot that does nothing (AutoAugment's probability said no)
 RANDAUGMENT_BINS = 31  # torchvision's num_magnitude_bins for RandAugment and TrivialAugmentWide
 AUTOAUGMENT_BINS = 10  # AutoAugment's magnitude indices 0..9
@@ -128,20 +131,41 @@ class PolicyDraws:
 # ---------------------------------------------------------------------------------------------- drawing
 
 
-def _table(space: Space, bins: int, h: int, w: int) -> torch.Tensor:
-    """(len(space), bins) float64: each op's magnitude per bin (0 for parameter-free ops)."""
-    rows = [space[name][0](bins, h, w) or [0.0] * bins for name in space]
-    return torch.tensor(rows, dtype=torch.float64)
+@dataclass(frozen=True)
+class _SpaceTable:
+    """An op space as tensors: the global op index, whether it is signed, and its magnitude per bin."""
+
+    ops: torch.Tensor  # (K,) int64
+    signed: torch.Tensor  # (K,) bool
+    magnitudes: torch.Tensor  # (K, bins) float64 (0 for parameter-free ops)
 
 
-def _signed(space: Space, choice: torch.Tensor, magnitude: torch.Tensor, u_sign: torch.Tensor) -> torch.Tensor:
-    """torchvision negates a signed op's magnitude when rand() <= 0.5."""
-    signed = torch.tensor([space[name][1] for name in space])[choice]
-    return torch.where(signed & (u_sign <= 0.5), -magnitude, magnitude)
+@functools.lru_cache(maxsize=16)
+def _space_table(policy: str, height: int, width: int) -> _SpaceTable:
+    """The tables of a policy's op space for images of height x width (built once: they are constants)."""
+    space, bins = {"randaugment": (RANDAUGMENT_SPACE, RANDAUGMENT_BINS), "autoaugment": (AUTOAUGMENT_SPACE,
+                   AUTOAUGMENT_BINS), "trivialaugment": (TRIVIALAUGMENT_SPACE, RANDAUGMENT_BINS)}[policy]
+    rows = [space[name][0](bins, height, width) or [0.0] * bins for name in space]
+    return _SpaceTable(torch.tensor([_OP[name] for name in space]), torch.tensor([space[n][1] for n in space]),
+                       torch.tensor(rows, dtype=torch.float64))
 
 
-def _global_ops(space: Space, choice: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([_OP[name] for name in space])[choice]
+def _autoaugment_slot(slot: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sub-policy of CIFAR10_POLICY, its `slot`-th op: index in AUTOAUGMENT_SPACE, magnitude bin, probability."""
+    names = list(AUTOAUGMENT_SPACE)
+    entries = [pair[slot] for pair in CIFAR10_POLICY]
+    return (torch.tensor([names.index(name) for name, _, _ in entries]),
+            torch.tensor([m if m is not None else 0 for _, _, m in entries]),
+            torch.tensor([p for _, p, _ in entries], dtype=torch.float64))
+
+
+_AUTOAUGMENT_SLOTS = (_autoaugment_slot(0), _autoaugment_slot(1))
+
+
+def _signed(table: _SpaceTable, choice: torch.Tensor, bins: torch.Tensor, u_sign: torch.Tensor) -> torch.Tensor:
+    """The magnitudes of the chosen ops and bins; torchvision negates a signed one when rand() <= 0.5."""
+    magnitude = table.magnitudes[choice, bins]
+    return torch.where(table.signed[choice] & (u_sign <= 0.5), -magnitude, magnitude)
 
 
 def draw_policy(config: PolicyConfig, n: int, height: int, width: int, generator: torch.Generator) -> PolicyDraws:
@@ -151,35 +175,26 @@ def draw_policy(config: PolicyConfig, n: int, height: int, width: int, generator
     the op applies, so a sample's draws do not depend on the others'.
     """
     u = torch.rand((n, config.slots, 4), generator=generator, dtype=torch.float64)
+    table = _space_table(config.name, height, width)
     if config.name == "autoaugment":
-        return _draw_autoaugment(u, height, width)
-    space = RANDAUGMENT_SPACE if config.name == "randaugment" else TRIVIALAUGMENT_SPACE
-    choice = (u[..., _CHOICE] * len(space)).long()  # (N, S)
+        return _draw_autoaugment(u, table)
+    choice = (u[..., _CHOICE] * len(table.ops)).long()  # (N, S)
     if config.name == "randaugment":
         bins = torch.full_like(choice, config.magnitude)
     else:  # TrivialAugmentWide: a magnitude bin per sample
         bins = (u[..., _BIN] * RANDAUGMENT_BINS).long()
-    table = _table(space, RANDAUGMENT_BINS, height, width)
-    magnitude = _signed(space, choice, table[choice, bins], u[..., _SIGN])
-    return PolicyDraws(_global_ops(space, choice), magnitude)
+    return PolicyDraws(table.ops[choice], _signed(table, choice, bins, u[..., _SIGN]))
 
 
-def _draw_autoaugment(u: torch.Tensor, height: int, width: int) -> PolicyDraws:
+def _draw_autoaugment(u: torch.Tensor, table: _SpaceTable) -> PolicyDraws:
     """AutoAugment: a sub-policy per sample (slot 0's choice), then each of its two ops with its probability."""
-    space = AUTOAUGMENT_SPACE
-    table = _table(space, AUTOAUGMENT_BINS, height, width)
-    names = list(space)
     sub = (u[:, 0, _CHOICE] * len(CIFAR10_POLICY)).long()  # (N,)
     ops, magnitudes = [], []
-    for slot in range(2):
-        entries = [CIFAR10_POLICY[k][slot] for k in range(len(CIFAR10_POLICY))]
-        choice = torch.tensor([names.index(name) for name, _, _ in entries])[sub]
-        bins = torch.tensor([m if m is not None else 0 for _, _, m in entries])[sub]
-        prob = torch.tensor([p for _, p, _ in entries], dtype=torch.float64)[sub]
-        magnitude = _signed(space, choice, table[choice, bins], u[:, slot, _SIGN])
-        applies = u[:, slot, _APPLY] <= prob
-        ops.append(torch.where(applies, _global_ops(space, choice), SKIP))
-        magnitudes.append(torch.where(applies, magnitude, 0.0))
+    for slot, (choices, bins, probs) in enumerate(_AUTOAUGMENT_SLOTS):
+        choice = choices[sub]
+        applies = u[:, slot, _APPLY] <= probs[sub]
+        ops.append(torch.where(applies, table.ops[choice], SKIP))
+        magnitudes.append(torch.where(applies, _signed(table, choice, bins[sub], u[:, slot, _SIGN]), 0.0))
     return PolicyDraws(torch.stack(ops, 1), torch.stack(magnitudes, 1))
 
 
@@ -187,93 +202,50 @@ def _draw_autoaugment(u: torch.Tensor, height: int, width: int) -> PolicyDraws:
 
 
 def apply_policy(images: torch.Tensor, draws: PolicyDraws) -> torch.Tensor:
-    """Apply the drawn ops to a uint8 (N, C, H, W) batch, slot by slot, each op to its group of samples at once.
+    """Apply the drawn ops to a uint8 channels-last (N, H, W, C) batch, slot by slot.
 
-    `draws` stay on the CPU (grouping needs no device sync); only indices and magnitudes travel to the device.
+    In each slot the samples are grouped by kind of op (`_GROUPS`) and each group is transformed at once. `draws`
+    stay on the CPU (grouping needs no device sync); only indices and per-sample parameters travel to the device.
     """
-    images = images.clone()
-    device = images.device
     for slot in range(draws.ops.shape[1]):
-        ops, magnitudes = draws.ops[:, slot], draws.magnitudes[:, slot]
-        present = set(torch.unique(ops).tolist()) - {SKIP, _OP["Identity"]}
-        if present & _GEOMETRIC:
-            rows = torch.isin(ops, torch.tensor(sorted(_GEOMETRIC))).nonzero().squeeze(1)
-            group = rows.to(device, non_blocking=True)
-            theta = _inverse_affine(ops[rows], magnitudes[rows], images.shape[-2], images.shape[-1])
-            images.index_copy_(0, group, affine(images.index_select(0, group), theta.to(device, non_blocking=True)))
-        for op in sorted(present - _GEOMETRIC):
-            rows = (ops == op).nonzero().squeeze(1)
-            group = rows.to(device, non_blocking=True)
-            out = _COLOR_OPS[OPS[op]](images.index_select(0, group), magnitudes[rows])
-            images.index_copy_(0, group, out)
+        images = _apply_slot(images, draws.ops[:, slot], draws.magnitudes[:, slot])
     return images
 
 
-def _inverse_affine(ops: torch.Tensor, magnitudes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(n, 2, 3) float32 inverse matrices as torchvision's `_get_inverse_affine_matrix`, one per sample.
-
-    ShearX/Y: `affine(shear=degrees(atan(m)), center=[0, 0])`, i.e. about the top-left corner; TranslateX/Y:
-    `affine(translate=int(m))`; Rotate: `rotate(angle=m)` about the image center (its angle is negated).
-    """
-    m = magnitudes
-    zero = torch.zeros_like(m)
-    shear = torch.atan(m) * (180 / math.pi)
-    is_op = {name: ops == _OP[name] for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")}
-    rot = torch.where(is_op["Rotate"], -torch.remainder(m, 360.0), zero) * (math.pi / 180)
-    sx = torch.where(is_op["ShearX"], shear, zero) * (math.pi / 180)
-    sy = torch.where(is_op["ShearY"], shear, zero) * (math.pi / 180)
-    tx = torch.where(is_op["TranslateX"], m.trunc(), zero)
-    ty = torch.where(is_op["TranslateY"], m.trunc(), zero)
-    corner = is_op["ShearX"] | is_op["ShearY"]  # center=[0, 0]: the top-left corner, in centered coordinates
-    cx, cy = torch.where(corner, -0.5 * width, zero), torch.where(corner, -0.5 * height, zero)
-    a = torch.cos(rot - sy) / torch.cos(sy)
-    b = -(a * torch.tan(sx) + torch.sin(rot))
-    c = torch.sin(rot - sy) / torch.cos(sy)
-    d = torch.cos(rot) - c * torch.tan(sx)
-    m0, m1, m3, m4 = d, -b, -c, a
-    m2 = cx - m0 * (cx + tx) - m1 * (cy + ty)
-    m5 = cy - m3 * (cx + tx) - m4 * (cy + ty)
-    return torch.stack([m0, m1, m2, m3, m4, m5], 1).view(-1, 2, 3).float()
-
-
-def affine(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """uint8 (n, C, H, W) through per-sample inverse affine matrices (n, 2, 3): nearest pixel, zeros outside.
-
-    What torchvision's `_affine_grid` + `grid_sample(mode="nearest", align_corners=False)` compute, as a gather of
-    uint8 pixels: the grid point (normalized after applying theta, as torchvision does), unnormalized as
-    grid_sample does, ((g + 1) * size - 1) / 2, rounded half to even; outside the image reads a zero.
-    """
-    n, c, h, w = images.shape
-    if n == 0:
+def _apply_slot(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+    kind = _GROUP_OF[ops.clamp(min=0)].masked_fill_(ops == SKIP, -1)  # (N,) group index, -1 = unchanged
+    if images.shape[-1] == 1:
+        kind.masked_fill_(ops == _OP["Color"], -1)  # the saturation of a grey image is itself (torchvision: PIL's)
+    done, parts = [], []
+    for g in sorted(set(kind.tolist()) - {-1}):
+        rows = (kind == g).nonzero().squeeze(1)
+        group = images.index_select(0, rows.to(images.device, non_blocking=True))
+        parts.append(_GROUPS[g][1](group, ops[rows], magnitudes[rows]))
+        done.append(rows)
+    if not done:
         return images
-    device = images.device
-    f32 = {"device": device, "dtype": torch.float32}  # float32 whatever torch's default dtype, as torchvision's grid
-    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, **f32).view(1, 1, w)
-    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, **f32).view(1, h, 1)
-    t = (theta.to(device).transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], **f32)).view(n, 3, 2, 1, 1)
-    gx = xs * t[:, 0, 0] + ys * t[:, 1, 0] + t[:, 2, 0]  # (n, H, W), in [-1, 1] inside the image
-    gy = xs * t[:, 0, 1] + ys * t[:, 1, 1] + t[:, 2, 1]
-    ix = ((gx + 1) * w - 1).div_(2).round_()
-    iy = ((gy + 1) * h - 1).div_(2).round_()
-    inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
-    source = torch.where(inside, iy.long() * w + ix.long(), h * w).view(n, 1, h * w)  # h * w: the zero pixel
-    flat = torch.cat([images.reshape(n, c, h * w), images.new_zeros(n, c, 1)], dim=2)
-    return flat.gather(2, source.expand(n, c, h * w)).view(n, c, h, w)
+    rest = (kind == -1).nonzero().squeeze(1)
+    if len(rest):
+        parts.append(images.index_select(0, rest.to(images.device, non_blocking=True)))
+        done.append(rest)
+    # One gather puts the groups back in order (cheaper than a copy into the batch per group).
+    order = torch.cat(done)
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    return torch.cat(parts).index_select(0, inverse.to(images.device, non_blocking=True))
 
 
-# ------------------------------------------------------------------------------------------ colour ops
-
-
-def _per_sample(values: torch.Tensor, like: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """float64 (n,) -> (n, 1, 1, 1) on `like`'s device, float32 by default (torchvision's Python factors are
-    cast so by its kernels)."""
-    return values.to(dtype).view(-1, 1, 1, 1).to(like.device, non_blocking=True)
+def _per_sample(values: torch.Tensor, like: torch.Tensor, dtype: torch.dtype = torch.float32,
+                dims: int = 4) -> torch.Tensor:
+    """(n,) CPU values -> (n, 1, ...) with `dims` dimensions on `like`'s device, float32 by default (torchvision's
+    Python factors are cast so by its kernels)."""
+    return values.to(dtype).view(-1, *[1] * (dims - 1)).to(like.device, non_blocking=True)
 
 
 def _add_scaled(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """float32 a + alpha * b rounded once, as torch's `a.add_(b, alpha=alpha)` (a fused multiply-add) computes it
     with a Python alpha; here alpha is a float64 (n,) per sample, rounded to float32 as the kernel would."""
-    alpha = _per_sample(alpha.float().double(), a, torch.float64)
+    alpha = _per_sample(alpha.float().double(), a, torch.float64, a.dim())
     return torch.addcmul(a.double(), b.double(), alpha).float()
 
 
@@ -283,75 +255,200 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.int16).to(torch.uint8)
 
 
-def _blend(x: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
-    """torchvision's `_blend` with a ratio per sample: x * ratio + (1 - ratio) * other, clamped, uint8.
+def _full(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(n,) per-sample values as a contiguous tensor shaped like `like` (torch compares broadcast operands slowly)."""
+    return _per_sample(values, like, like.dtype).expand_as(like).contiguous()
 
-    x is the float32 copy of the uint8 images (what torchvision's `image.mul(ratio)` converts them to).
+
+# ------------------------------------------------------------------------------------------- geometry
+
+
+def _inverse_affine(ops: torch.Tensor, magnitudes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(n, 2, 3) float32 inverse matrices as torchvision's `_get_inverse_affine_matrix`, one per sample.
+
+    ShearX/Y: `affine(shear=degrees(atan(m)), center=[0, 0])`, i.e. about the top-left corner; TranslateX/Y:
+    `affine(translate=int(m))`; Rotate: `rotate(angle=m)` about the image center (its angle is negated). In float64
+    NumPy (small arrays: NumPy's per-call cost is a tenth of torch's).
     """
-    return _to_uint8(_add_scaled(x.mul_(_per_sample(ratio, x)), other, 1.0 - ratio).clamp_(0, 255))
+    m, op = magnitudes.numpy(), ops.numpy()
+    zero = np.zeros_like(m)
+    is_op = {name: op == _OP[name] for name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")}
+    shear = np.degrees(np.arctan(m))
+    rot = np.radians(np.where(is_op["Rotate"], -np.remainder(m, 360.0), zero))
+    sx = np.radians(np.where(is_op["ShearX"], shear, zero))
+    sy = np.radians(np.where(is_op["ShearY"], shear, zero))
+    tx = np.where(is_op["TranslateX"], np.trunc(m), zero)
+    ty = np.where(is_op["TranslateY"], np.trunc(m), zero)
+    corner = is_op["ShearX"] | is_op["ShearY"]  # center=[0, 0]: the top-left corner, in centered coordinates
+    cx, cy = np.where(corner, -0.5 * width, zero), np.where(corner, -0.5 * height, zero)
+    a = np.cos(rot - sy) / np.cos(sy)
+    b = -(a * np.tan(sx) + np.sin(rot))
+    c = np.sin(rot - sy) / np.cos(sy)
+    d = np.cos(rot) - c * np.tan(sx)
+    m0, m1, m3, m4 = d, -b, -c, a
+    m2 = cx - m0 * (cx + tx) - m1 * (cy + ty)
+    m5 = cy - m3 * (cx + tx) - m4 * (cy + ty)
+    return torch.from_numpy(np.stack([m0, m1, m2, m3, m4, m5], 1).reshape(-1, 2, 3)).float()
+
+
+def _geometric(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+    return affine(images, _inverse_affine(ops, magnitudes, images.shape[1], images.shape[2]))
+
+
+def affine(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """uint8 (n, H, W, C) through per-sample inverse affine matrices (n, 2, 3): nearest pixel, zeros outside.
+
+    What torchvision's `_affine_grid` + `grid_sample(mode="nearest", align_corners=False)` compute, as one gather:
+    the grid point (normalized after applying theta, as torchvision does), unnormalized as grid_sample does,
+    ((g + 1) * size - 1) / 2, rounded half to even; a point outside the image reads the zero border of a padded
+    copy.
+    """
+    n, h, w, c = images.shape
+    if n == 0:
+        return images
+    f32 = {"device": images.device, "dtype": torch.float32}  # whatever torch's default dtype, as torchvision's grid
+    xs = torch.linspace((1.0 - w) * 0.5, (w - 1.0) * 0.5, steps=w, **f32).expand(h, w).contiguous()  # (H, W)
+    ys = torch.linspace((1.0 - h) * 0.5, (h - 1.0) * 0.5, steps=h, **f32).view(h, 1).expand(h, w).contiguous()
+    t = theta.to(images.device, non_blocking=True).transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h], **f32)
+    t = t.reshape(n, 6, 1, 1)  # per sample: t00 t01 t10 t11 t20 t21 of the (3, 2) rescaled matrix
+    gx = xs * t[:, 0] + ys * t[:, 2] + t[:, 4]  # (n, H, W) normalized source x of every pixel
+    gy = xs * t[:, 1] + ys * t[:, 3] + t[:, 5]
+    ix = ((gx + 1) * w - 1).div_(2).round_().clamp_(-1, w)  # -1 and w: outside, the zero border
+    iy = ((gy + 1) * h - 1).div_(2).round_().clamp_(-1, h)
+    pixel = iy.add_(1).mul_(w + 2).add_(ix).add_(1)  # (n, H, W) index in the padded image, exact in float32
+    if c > 1:
+        pixel = (pixel * c).unsqueeze(-1) + torch.arange(c, **f32)  # (n, H, W, C) element index
+    padded = torch.nn.functional.pad(images, (0, 0, 1, 1, 1, 1))  # (n, H + 2, W + 2, C)
+    return padded.view(n, -1).gather(1, pixel.view(n, -1).long()).view(n, h, w, c)
+
+
+# ------------------------------------------------------------------------------------------ colour ops
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601-2 luma of float RGB, floored, as torchvision's `_rgb_to_grayscale_image(preserve_dtype=False)`."""
-    r, g, b = x.unbind(dim=-3)
-    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(-3).floor_()
+    """ITU-R 601-2 luma of float RGB (..., 3), floored, as torchvision's `_rgb_to_grayscale_image(preserve_dtype=
+    False)`: (..., 1)."""
+    r, g, b = x.unbind(dim=-1)
+    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze(-1)
 
 
-def _brightness(images: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    return _to_uint8(images.float().mul_(_per_sample(1.0 + m, images)).clamp_(0, 255))
-
-
-def _color(images: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    if images.shape[-3] == 1:  # saturation of a grey image: unchanged (torchvision matches PIL)
-        return images
+def _blend(images: torch.Tensor, ops: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Brightness and Contrast: torchvision's `_blend(image, other, 1 + m)` with other = 0 (brightness: exactly its
+    `image * factor`) or the mean of the image's luma (contrast), per sample."""
     x = images.float()
-    return _blend(x, _grey(x), 1.0 + m)
+    other = torch.zeros((len(m), 1, 1, 1), device=images.device)
+    contrast = (ops == _OP["Contrast"]).nonzero().squeeze(1)
+    if len(contrast):
+        index = contrast.to(images.device, non_blocking=True)
+        chosen = x.index_select(0, index)
+        grey = _grey(chosen) if images.shape[-1] == 3 else chosen
+        other.index_copy_(0, index, grey.mean(dim=(-3, -2, -1), keepdim=True))
+    ratio = 1.0 + m
+    return _to_uint8(_add_scaled(x.mul_(_per_sample(ratio, x)), other, 1.0 - ratio).clamp_(0, 255))
 
 
-def _contrast(images: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def _color(images: torch.Tensor, ops: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Saturation of RGB (n, H, W, 3): torchvision's blend with the floored luma, per pixel."""
     x = images.float()
-    grey = _grey(x) if images.shape[-3] == 3 else x
-    return _blend(x, grey.mean(dim=(-3, -2, -1), keepdim=True), 1.0 + m)
+    grey = _grey(x)
+    ratio = 1.0 + m
+    return _to_uint8(_add_scaled(x.mul_(_per_sample(ratio, x)), grey, 1.0 - ratio).clamp_(0, 255))
 
 
-def _sharpness(images: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def _sharpness(images: torch.Tensor, ops: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """Blend with a 3x3 smoothing (1s around a 5, / 13) inside a one-pixel border, as torchvision.
 
     torchvision convolves in float and rounds; the smoothed value is k / 13 for an integer k, never within 1/26 of
     a half, so float error cannot change its rounding, and floor((k + 6) / 13) (exact in float32) is the same
     number from cheap integer sums.
     """
-    n, c, h, w = images.shape
+    n, h, w, c = images.shape
     if h <= 2 or w <= 2:
         return images
     v = images.to(torch.int16)
-    rows = v[..., :-2, :] + v[..., 1:-1, :] + v[..., 2:, :]  # (n, C, H - 2, W)
-    k = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * v[..., 1:-1, 1:-1]  # 3x3 sum + 4 x center
+    rows = v[:, :-2] + v[:, 1:-1] + v[:, 2:]  # (n, H - 2, W, C)
+    k = rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:] + 4 * v[:, 1:-1, 1:-1]  # 3x3 sum + 4 x center
     blurred = (k + 6).float().div_(13).floor_()
     out = images.float()
-    inner = out[..., 1:-1, 1:-1]
+    inner = out[:, 1:-1, 1:-1]
     inner.copy_(_add_scaled(inner, blurred.sub_(inner), 1.0 - (1.0 + m)))
     return _to_uint8(out.clamp_(0, 255))
 
 
-def _posterize(images: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+def _posterize(images: torch.Tensor, ops: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     bits = m.long().clamp(0, 8)
     masks = ((1 << bits) - 1) << (8 - bits)  # keep the top `bits` bits
-    return images & masks.to(torch.uint8).view(-1, 1, 1, 1).to(images.device, non_blocking=True)
+    return images & _per_sample(masks, images, torch.uint8)
 
 
-def _solarize(images: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Invert the pixels >= 255 * m (compared in float32, as torchvision): those >= its ceiling, in uint8."""
-    threshold = torch.ceil((255.0 * m).float()).clamp_(0, 255).to(torch.uint8)
-    # Full-size operands: a broadcast comparison takes torch's slow path on a CPU.
-    invert = images >= _per_sample(threshold, images, torch.uint8).expand_as(images).contiguous()
-    return images ^ invert.to(torch.uint8).mul_(255)
+def _solarize(images: torch.Tensor, ops: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Solarize inverts the pixels >= 255 * m (compared in float32, as torchvision), i.e. those >= its ceiling;
+    Invert is Solarize at 0."""
+    threshold = torch.ceil((255.0 * m).float()).clamp_(0, 255)
+    threshold = torch.where(ops == _OP["Invert"], 0.0, threshold)
+    flip = images >= _full(threshold, images)
+    return images ^ flip.to(torch.uint8).mul_(255)
 
 
-_COLOR_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "Brightness": _brightness, "Color": _color, "Contrast": _contrast, "Sharpness": _sharpness,
-    "Posterize": _posterize, "Solarize": _solarize,
-    "AutoContrast": lambda images, m: TF.autocontrast(images),
-    "Equalize": lambda images, m: TF.equalize(images),
-    "Invert": lambda images, m: TF.invert(images),
-}
+# -------------------------------------------------------------------------------------- lookup tables
+
+
+def _lookup(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+    """AutoContrast and Equalize map each channel through a table of its own: (n, C, 256), then one gather."""
+    n, h, w, c = images.shape
+    tables = torch.empty((n, c, 256), dtype=torch.uint8, device=images.device)
+    for op, build in ((_OP["AutoContrast"], _autocontrast_table), (_OP["Equalize"], _equalize_table)):
+        rows = (ops == op).nonzero().squeeze(1)
+        if len(rows):
+            index = rows.to(images.device, non_blocking=True)
+            tables.index_copy_(0, index, build(images.index_select(0, index)))
+    index = images.view(n, -1).long().add_(_channel_offsets(images))  # (n, H * W * C): channel * 256 + value
+    return tables.view(n, c * 256).gather(1, index).view(n, h, w, c)
+
+
+def _channel_offsets(images: torch.Tensor) -> torch.Tensor:
+    """(1, H * W * C) int64: 256 x the channel of each element of a flattened (H, W, C) image (a whole operand,
+    broadcast over samples only: torch's fast path, unlike a (C,) one broadcast inside every pixel)."""
+    _, h, w, c = images.shape
+    return (torch.arange(h * w * c, device=images.device) % c * 256).view(1, -1)
+
+
+def _autocontrast_table(images: torch.Tensor) -> torch.Tensor:
+    """torchvision's `autocontrast_image`: each channel stretched from its [min, max] to [0, 255]."""
+    k, h, w, c = images.shape
+    low, high = torch.aminmax(images.view(k, h * w, c), dim=1)  # (k, C), on uint8 (exact, and 5x faster)
+    minimum, maximum = low.float().unsqueeze(-1), high.float().unsqueeze(-1)  # (k, C, 1)
+    flat = maximum == minimum
+    inv_scale = maximum.sub_(minimum).mul_(1.0 / 255)
+    minimum[flat] = 0.0
+    inv_scale[flat] = 1.0
+    values = torch.arange(256, dtype=torch.float32, device=images.device)
+    return _to_uint8((values - minimum).div_(inv_scale).clamp_(0, 255))
+
+
+def _equalize_table(images: torch.Tensor) -> torch.Tensor:
+    """torchvision's `equalize_image` (PIL's scheme): each channel's table from its histogram, in integers."""
+    k, h, w, c = images.shape
+    samples = torch.arange(0, k * c * 256, c * 256, device=images.device).view(k, 1)
+    bins = images.view(k, -1).long().add_(_channel_offsets(images)).add_(samples)  # (sample * C + channel) * 256 + v
+    hist = torch.bincount(bins.view(-1), minlength=k * c * 256).view(k, c, 256)
+    cum = hist.cumsum(dim=-1)
+    last = cum.argmax(dim=-1, keepdim=True)  # the first index of the maximum: the last non-empty bin
+    step = (h * w - hist.gather(-1, last)).div(255, rounding_mode="floor")  # (k, C, 1)
+    table = (cum[..., :-1] + step // 2).div_(step.clamp(min=1), rounding_mode="floor").clamp_(0, 255)
+    table = torch.cat([torch.zeros_like(step), table], dim=-1).to(torch.uint8)
+    values = torch.arange(256, dtype=torch.uint8, device=images.device)
+    return torch.where(step != 0, table, values)  # a channel with a single value is left as it is
+
+
+# Groups of ops applied together, and the group of each op (-1: Identity changes nothing).
+_GROUPS: list[tuple[tuple[str, ...], Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]] = [
+    (("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"), _geometric),
+    (("Brightness", "Contrast"), _blend),
+    (("Color",), _color),
+    (("Sharpness",), _sharpness),
+    (("Posterize",), _posterize),
+    (("Solarize", "Invert"), _solarize),
+    (("AutoContrast", "Equalize"), _lookup),
+]
+_GROUP_OF = torch.tensor([next((g for g, (names, _) in enumerate(_GROUPS) if name in names), -1) for name in OPS])

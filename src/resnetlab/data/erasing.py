@@ -49,34 +49,55 @@ def draw_erasing(p: float, n: int, height: int, width: int, generator: torch.Gen
 
 
 def erase_(x: torch.Tensor, params: torch.Tensor, value: str = "zero", seed: int = 0) -> torch.Tensor:
-    """Erase each sample's rectangle of a float (N, C, H, W) batch in place (any memory layout).
+    """Erase each sample's rectangle of a float (N, C, H, W) batch in place.
 
     Args:
-        x: the normalized batch, on any device.
+        x: the normalized batch, on any device, in channels-last memory (as the Loader makes it).
         params: its rows of `draw_erasing`, on the CPU (which samples to touch is decided there, without a sync).
         value: "zero" (the mean after normalization) or "random" (standard normal noise per pixel).
         seed: the batch's noise seed (the same on every process).
+
+    The rectangles are a float mask of the channels-last rows (`_rectangles`), applied with one multiply (zero) or
+    one multiply-add with the noise of the erased samples (random).
     """
-    _, c, h, w = x.shape
-    rows = (params[:, HEIGHT] > 0).nonzero().squeeze(1)
-    if len(rows) == 0:
+    n, c, h, w = x.shape
+    erased = (params[:, HEIGHT] > 0).nonzero().squeeze(1)
+    if len(erased) == 0:
         return x
-    params = params.index_select(0, rows).to(x.device, non_blocking=True)
-    rows = rows.to(x.device, non_blocking=True)
-    ys = torch.arange(h, device=x.device)
-    xs = torch.arange(w, device=x.device)
-    top, left = params[:, TOP, None], params[:, LEFT, None]
-    in_rows = (ys >= top) & (ys < top + params[:, HEIGHT, None])  # (n, H)
-    in_cols = (xs >= left) & (xs < left + params[:, WIDTH, None])  # (n, W)
-    mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (n, 1, H, W)
-    erased = x.index_select(0, rows)
+    nhwc = x.permute(0, 2, 3, 1)
+    rows = nhwc.reshape(n, h, w * c)  # a view when x is channels-last
+    target = rows
+    if value == "random":  # noise for the erased samples only
+        index = erased.to(x.device, non_blocking=True)
+        params = params.index_select(0, erased)
+        target = rows.index_select(0, index)
+    mask = _rectangles(params.to(x.device, non_blocking=True), h, w, c, x.dtype)  # (n or n_erased, H, W * C)
     if value == "zero":
-        erased.masked_fill_(mask, 0.0)
+        target.mul_(mask.neg_().add_(1))
     else:
-        pixel = torch.arange(c * h * w, device=x.device).view(1, c, h, w)
-        noise = counter_normal(params[:, ROW].view(-1, 1, 1, 1) * (c * h * w) + pixel, seed).to(x.dtype)
-        erased = torch.where(mask, noise, erased)
-    return x.index_copy_(0, rows, erased)
+        element = torch.arange(h * w * c, device=x.device).view(1, h, w * c)  # the channels-last element index
+        noise = counter_normal(params[:, ROW].to(x.device).view(-1, 1, 1) * (c * h * w) + element, seed)
+        rows.index_copy_(0, index, torch.addcmul(target * (1 - mask), noise.to(x.dtype), mask))
+    if not nhwc.is_contiguous():  # rows was a copy
+        x.copy_(rows.view(n, h, w, c).permute(0, 3, 1, 2))
+    return x
+
+
+def _rectangles(params: torch.Tensor, h: int, w: int, c: int, dtype: torch.dtype) -> torch.Tensor:
+    """(n, H, W * C) float mask of channels-last rows: 1 in each sample's rectangle, 0 elsewhere.
+
+    The product of a row mask and a column mask, each from clamped differences (whole-tensor arithmetic: torch's
+    fast path on a CPU, where comparisons of broadcast operands are slow).
+    """
+    f = {"device": params.device, "dtype": dtype}
+    ys = torch.arange(h, **f)
+    xs = torch.arange(w, **f).repeat_interleave(c)  # the column of each element of a channels-last row
+    top, height = params[:, TOP, None].to(dtype), params[:, HEIGHT, None].to(dtype)
+    left, width = params[:, LEFT, None].to(dtype), params[:, WIDTH, None].to(dtype)
+    # 1 where 0 <= y - top <= height - 1 (exact: small integers in floating point), else 0
+    in_rows = (ys - top).clamp_(-1, 0).add_(1).mul_((top + height - 1 - ys).clamp_(-1, 0).add_(1))  # (n, H)
+    in_cols = (xs - left).clamp_(-1, 0).add_(1).mul_((left + width - 1 - xs).clamp_(-1, 0).add_(1))  # (n, W * C)
+    return in_rows[:, :, None] * in_cols[:, None, :]
 
 
 def _hash32(v: torch.Tensor) -> torch.Tensor:

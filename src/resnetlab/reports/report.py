@@ -255,7 +255,7 @@ def _loss_note(run_dir: Path) -> str:
     causes = [f"label smoothing {t.label_smoothing:g}"] if t.label_smoothing else []
     if d.crop_padding or d.flip or d.translate or d.cutout or d.auto_augment or d.random_erasing:
         causes.append("augmentation")
-    if d.mixup_alpha or d.cutmix_alpha:
+    if (d.mixup_alpha or d.cutmix_alpha) and d.mix_prob:
         causes.append("Mixup/CutMix")
     if not causes:
         return ""

@@ -216,22 +216,19 @@ def _apply_slot(images: torch.Tensor, ops: torch.Tensor, magnitudes: torch.Tenso
     kind = _GROUP_OF[ops.clamp(min=0)].masked_fill_(ops == SKIP, -1)  # (N,) group index, -1 = unchanged
     if images.shape[-1] == 1:
         kind.masked_fill_(ops == _OP["Color"], -1)  # the saturation of a grey image is itself (torchvision: PIL's)
-    done, parts = [], []
-    for g in sorted(set(kind.tolist()) - {-1}):
-        rows = (kind == g).nonzero().squeeze(1)
-        group = images.index_select(0, rows.to(images.device, non_blocking=True))
-        parts.append(_GROUPS[g][1](group, ops[rows], magnitudes[rows]))
-        done.append(rows)
-    if not done:
+    if bool((kind == -1).all()):
         return images
-    rest = (kind == -1).nonzero().squeeze(1)
-    if len(rest):
-        parts.append(images.index_select(0, rest.to(images.device, non_blocking=True)))
-        done.append(rest)
-    # One gather puts the groups back in order (cheaper than a copy into the batch per group).
-    order = torch.cat(done)
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order))
+    # Sorted by group, the groups are consecutive slices of one gathered batch; a second gather restores the order.
+    order = torch.argsort(kind, stable=True)
+    counts = torch.bincount(kind + 1, minlength=len(_GROUPS) + 1).tolist()
+    parts = list(images.index_select(0, order.to(images.device, non_blocking=True)).split(counts))
+    start = counts[0]  # parts[0]: the unchanged samples
+    for g, count in enumerate(counts[1:]):
+        if count:
+            rows = order[start:start + count]
+            parts[g + 1] = _GROUPS[g][1](parts[g + 1], ops[rows], magnitudes[rows])
+            start += count
+    inverse = torch.argsort(order)
     return torch.cat(parts).index_select(0, inverse.to(images.device, non_blocking=True))
 
 

@@ -66,6 +66,22 @@ def test_each_training_sample_is_seen_once_per_epoch_across_ranks_as_in_one_proc
     assert not torch.equal(epochs[0], epochs[1])  # each epoch has its own permutation
 
 
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_policies_erasing_and_mixing_give_each_rank_its_slice_of_the_global_batch(world_size):
+    """Issue 16's draws are per global sample; a rank computes the mixing partner before its slice itself."""
+    cfg = tiny_config(".", None, **DDP_SETTINGS, data__auto_augment="randaugment", data__random_erasing=0.5,
+                      data__random_erasing_value="random", data__mixup_alpha=0.2, data__cutmix_alpha=1.0)
+    data = indexed_set(101)
+    (whole,) = rank_loaders(data, cfg, train=True, world_size=1)
+    ranks = rank_loaders(data, cfg, train=True, world_size=world_size)
+    one = [(x.clone(), y.clone()) for x, y in whole]
+    shards = [[(x.clone(), y.clone()) for x, y in loader] for loader in ranks]
+    for b, (x, y) in enumerate(one):
+        assert y.shape == (32, 101)  # class probabilities (the set labels image i with class i)
+        assert torch.equal(torch.cat([s[b][1] for s in shards]), y)
+        assert torch.equal(torch.cat([s[b][0] for s in shards]), x)
+
+
 @pytest.mark.parametrize(("world_size", "eval_batch", "expected"), [(2, 37, 38), (3, 37, 39), (4, 20, 20)])
 def test_evaluation_shards_hold_every_image_exactly_once(world_size, eval_batch, expected):
     cfg = tiny_config(".", None, eval__batch_size=eval_batch)  # eval.batch_size is global by default

@@ -134,6 +134,25 @@ def test_a_stopped_two_process_run_resumes_on_one_process(tiny_root, tmp_path, r
     _same_rows(read_jsonl(out / "metrics.jsonl"), reference.rows)
 
 
+# Issue 16's options: a policy, random erasing with noise and both mixings, all drawn per global sample.
+AUGMENTATIONS = {"data__auto_augment": "trivialaugment", "data__random_erasing": 0.5,
+                 "data__random_erasing_value": "random", "data__mixup_alpha": 0.4, "data__cutmix_alpha": 1.0}
+
+
+def test_policies_erasing_and_mixing_on_two_processes_then_one_train_the_same_weights(tiny_root, tmp_path):
+    """Stopped after 6 steps on two processes, finished on one: the weights of one process that never stopped."""
+    out = tmp_path / "run"
+    launch = torchrun(2, train_argv(tiny_root, out, **AUGMENTATIONS), fault=("stop", STOP_STEP - 1, 1))
+    assert "interrupted by signal 15 at step 6; checkpoint saved" in launch.stderr, launch.stderr[-4000:]
+    with float64():
+        resumed = train(tiny_config(tiny_root, out, **DDP_SETTINGS, **AUGMENTATIONS), resume=True)
+        straight = train(tiny_config(tiny_root, tmp_path / "one", **DDP_SETTINGS, **AUGMENTATIONS))
+    assert resumed.summary["steps"] == straight.summary["steps"] == 16
+    assert_same_weights(read_checkpoint(out / "checkpoints" / "last.pt")["model"],
+                        read_checkpoint(straight.run_dir / "checkpoints" / "last.pt")["model"])
+    _same_rows(read_jsonl(out / "metrics.jsonl"), read_jsonl(straight.run_dir / "metrics.jsonl"))
+
+
 def test_a_killed_rank_ends_the_job_with_a_message_and_resume_continues(tiny_root, tmp_path, reference, run_cli):
     out, struck, timeout_s = tmp_path / "run", tmp_path / "struck", 20
     argv = train_argv(tiny_root, out, dist__timeout_s=timeout_s)

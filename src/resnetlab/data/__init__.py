@@ -14,6 +14,8 @@ from resnetlab.data.imageset import (
     split_train_val,
 )
 from resnetlab.data.loader import BatchTransform, Loader, derive_seed
+from resnetlab.data.mixing import MixConfig
+from resnetlab.data.policies import POLICIES
 from resnetlab.data.sources import default_root, first_available, is_available, load_dataset
 from resnetlab.data.synthetic import write_shapes
 
@@ -23,6 +25,8 @@ __all__ = [
     "FolderDataset",
     "ImageSet",
     "Loader",
+    "MixConfig",
+    "POLICIES",
     "channel_stats",
     "convert_channels",
     "default_root",

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from resnetlab.data.erasing import ERASING_VALUES
+from resnetlab.data.policies import PolicyConfig
 from resnetlab.errors import UserError
 
 # Columns of the (N, 7) int64 parameter tensor drawn for a batch.
@@ -31,8 +33,13 @@ class AugmentConfig:
         translate: after the crop, shift by up to this many pixels in each direction, zero-filled; 0 = off.
         cutout: side of a square, centered anywhere in the image and clipped at its border, set to zero after
             normalization, i.e. to the mean (DeVries & Taylor 2017, arXiv 1708.04552); 0 = off.
-        resize: resize each batch to resize x resize pixels on the device (bilinear) after everything else,
-            e.g. to feed 28-px images to an ImageNet-style net; None = off.
+        resize: resize each batch to resize x resize pixels on the device (bilinear) after the crop, the policy,
+            normalization and cutout, e.g. to feed 28-px images to an ImageNet-style net; None = off.
+        auto_augment: randaugment, trivialaugment or autoaugment (CIFAR-10 policy) after the crop and flip, on
+            uint8 pixels (policies.py); None = off.
+        randaugment_ops, randaugment_magnitude: RandAugment's number of ops and magnitude bin (0..30).
+        random_erasing: probability of erasing a random rectangle per image, at the end (erasing.py); 0 = off.
+        random_erasing_value: what fills it: zero (the mean) or random (normal noise per pixel).
     """
 
     crop_padding: int = 0
@@ -40,6 +47,11 @@ class AugmentConfig:
     translate: int = 0
     cutout: int = 0
     resize: int | None = None
+    auto_augment: str | None = None
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 9
+    random_erasing: float = 0.0
+    random_erasing_value: str = "zero"
 
     def __post_init__(self) -> None:
         for key in ("crop_padding", "translate", "cutout"):
@@ -49,11 +61,25 @@ class AugmentConfig:
             raise UserError(f"augmentation flip must be true, false or alternate; got {self.flip!r}")
         if self.resize is not None and self.resize < 1:
             raise UserError(f"augmentation resize must be a positive size in pixels or None; got {self.resize}")
+        if not 0 <= self.random_erasing <= 1:
+            raise UserError(f"random erasing is a probability and must be in [0, 1]; got {self.random_erasing}")
+        if self.random_erasing_value not in ERASING_VALUES:
+            raise UserError(f"random erasing fills with one of {', '.join(ERASING_VALUES)}; "
+                            f"got {self.random_erasing_value!r}")
+        self.policy  # noqa: B018 (validates the policy's settings)
 
     @property
     def random(self) -> bool:
         """Whether any augmentation draws random numbers."""
-        return bool(self.crop_padding or self.flip or self.translate or self.cutout)
+        return bool(self.crop_padding or self.flip or self.translate or self.cutout) or self.policy is not None \
+            or self.random_erasing > 0
+
+    @property
+    def policy(self) -> PolicyConfig | None:
+        """The automatic augmentation policy, or None."""
+        if self.auto_augment is None:
+            return None
+        return PolicyConfig(self.auto_augment, self.randaugment_ops, self.randaugment_magnitude)
 
 
 def draw_params(config: AugmentConfig, n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:

@@ -1,26 +1,32 @@
-"""The in-memory Loader: shuffle, shard across DDP ranks, move to the device, augment, normalize.
+"""The in-memory Loader: shuffle, shard across DDP ranks, move to the device, augment, normalize, mix.
 
 The whole split is held as uint8 on the target device (moved once). Each batch is picked with one
-`index_select`, augmented there in batched tensor ops (augment.py) and normalized in one fused multiply-add
-into a channels-last float tensor. Nothing depends on the global RNG: the epoch's order comes from a generator
-seeded with (seed, epoch) and a batch's augmentation from one seeded with (seed, epoch, batch index), so a run
-resumed mid-epoch and a run on any number of processes see the very same samples.
+`index_select`, augmented there in batched tensor ops (augment.py, policies.py), normalized in one fused
+multiply-add into a channels-last float tensor, randomly erased (erasing.py) and mixed (mixing.py). Nothing
+depends on the global RNG: the epoch's order comes from a generator seeded with (seed, epoch) and each of a
+batch's random draws from one seeded with (stream, seed, epoch, batch index) for the GLOBAL batch, of which each
+process takes its rows, so a run resumed mid-epoch and a run on any number of processes see the very same samples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from resnetlab.data.augment import FLIP, AugmentConfig, augment_uint8, cutout_, draw_params
+from resnetlab.data.erasing import draw_erasing, erase_
 from resnetlab.data.imageset import ImageSet
+from resnetlab.data.mixing import MixConfig, draw_mix, mix_batch
+from resnetlab.data.policies import PolicyDraws, apply_policy, draw_policy
 from resnetlab.errors import UserError
 
 _MASK64 = (1 << 64) - 1
-_ORDER_STREAM, _AUGMENT_STREAM, _FLIP_STREAM = 1, 2, 3
+# One random stream per kind of draw: adding a technique never changes the draws of the others.
+_ORDER_STREAM, _AUGMENT_STREAM, _FLIP_STREAM, _POLICY_STREAM, _ERASING_STREAM, _MIX_STREAM = 1, 2, 3, 4, 5, 6
 # The Loader keeps a left-right mirrored copy of data sets up to this size when flips are on: it turns the
 # costliest per-batch step on a CPU (flipping 3-byte pixels) into one more row gather.
 MIRROR_MAX_BYTES = 1 << 30
@@ -39,6 +45,29 @@ def derive_seed(*parts: int) -> int:
 
 def _as_float64(values: Sequence[float] | torch.Tensor | float) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.float64).cpu()
+
+
+@dataclass
+class BatchDraws:
+    """A batch's random augmentation parameters, CPU tensors with one row per sample (see `BatchTransform.draws`).
+
+    Attributes:
+        crop: (N, 7) int64 crop/flip/translate/cutout parameters (augment.draw_params), or None.
+        policy: the policy's ops and magnitudes (policies.draw_policy), or None.
+        erasing: (N, 5) int64 rectangles (erasing.draw_erasing), or None.
+        noise_seed: the seed of random erasing's noise (the same for every row and process).
+    """
+
+    crop: torch.Tensor | None = None
+    policy: PolicyDraws | None = None
+    erasing: torch.Tensor | None = None
+    noise_seed: int = 0
+
+    def rows(self, index: torch.Tensor) -> BatchDraws:
+        """The draws of these rows of the global batch (CPU int64 indices)."""
+        return BatchDraws(None if self.crop is None else self.crop.index_select(0, index),
+                          None if self.policy is None else self.policy.rows(index),
+                          None if self.erasing is None else self.erasing.index_select(0, index), self.noise_seed)
 
 
 class BatchTransform:
@@ -84,48 +113,77 @@ class BatchTransform:
         offset = -mean / std
         return scale.permute(1, 2, 0).float().contiguous(), offset.permute(1, 2, 0).float().contiguous()
 
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(H, W) of the batches this transform returns (after `resize`)."""
+        size = self.augment.resize if self.augment is not None else None
+        return (size, size) if size is not None else (self.height, self.width)
+
     def draw(self, n: int, seed: int) -> torch.Tensor | None:
-        """The (n, 7) augmentation parameters of a batch of n from a CPU generator seeded with `seed`."""
-        if self.augment is None or not self.augment.random:
+        """The (n, 7) crop/flip/translate/cutout parameters of a batch of n from a CPU generator seeded with `seed`."""
+        a = self.augment
+        if a is None or not (a.crop_padding or a.flip or a.translate or a.cutout):
             return None
-        return draw_params(self.augment, n, self.height, self.width, torch.Generator().manual_seed(seed))
+        return draw_params(a, n, self.height, self.width, torch.Generator().manual_seed(seed))
 
-    def apply(self, images: torch.Tensor, params: torch.Tensor | None,
+    def draws(self, n: int, seed: int, epoch: int, batch: int) -> BatchDraws | None:
+        """All random parameters of global batch `batch` of `epoch` (n samples), each kind from its own stream."""
+        a = self.augment
+        if a is None or not a.random:
+            return None
+        out = BatchDraws(crop=self.draw(n, derive_seed(_AUGMENT_STREAM, seed, epoch, batch)))
+        if a.policy is not None:
+            generator = torch.Generator().manual_seed(derive_seed(_POLICY_STREAM, seed, epoch, batch))
+            out.policy = draw_policy(a.policy, n, self.height, self.width, generator)
+        if a.random_erasing > 0:
+            generator = torch.Generator().manual_seed(derive_seed(_ERASING_STREAM, seed, epoch, batch))
+            out.erasing = draw_erasing(a.random_erasing, n, *self.output_size, generator)
+            out.noise_seed = int(torch.randint(1 << 62, (), generator=generator))
+        return out
+
+    def apply(self, images: torch.Tensor, draws: BatchDraws | None,
               mirrored: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 (N, H, W, C) on the device + parameters from `draw` (on the device) -> float (N, C, H', W').
+        """uint8 (N, H, W, C) on the device + its rows of `draws` (CPU) -> float (N, C, H', W').
 
-        `mirrored` may hold `images.flip(2)` already (it saves the flip).
+        Order: crop and flip (and translate), the policy on uint8 pixels, normalization, cutout, resize, random
+        erasing. `mirrored` may hold `images.flip(2)` already (it saves the flip).
         """
-        if params is not None:
-            images = augment_uint8(images, params, self.augment, mirrored, self._scratch)
+        crop = None if draws is None or draws.crop is None else draws.crop.to(images.device, non_blocking=True)
+        if crop is not None:
+            images = augment_uint8(images, crop, self.augment, mirrored, self._scratch)
+        if draws is not None and draws.policy is not None:
+            images = apply_policy(images, draws.policy)
         x = images.to(torch.get_default_dtype())  # (N, H, W, C), float32 unless torch.set_default_dtype says otherwise
         # In place with out=: the output then sets the loop order. Without it, the broadcast (H, W, C) operand
         # makes TensorIterator loop over N innermost, 15x slower on a CPU.
         torch.addcmul(self.offset, x, self.scale, out=x)
-        if params is not None and self.augment.cutout:
-            cutout_(x, params, self.augment.cutout)
+        if crop is not None and self.augment.cutout:
+            cutout_(x, crop, self.augment.cutout)
         x = x.permute(0, 3, 1, 2)  # (N, C, H, W) view with channels_last strides
-        size = self.augment.resize if self.augment is not None else None
-        if size is not None and (size, size) != (self.height, self.width):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=size < min(self.height, self.width))
+        if self.output_size != (self.height, self.width):
+            size = self.output_size
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                              antialias=size[0] < min(self.height, self.width))
+        if draws is not None and draws.erasing is not None:
+            erase_(x, draws.erasing, self.augment.random_erasing_value, draws.noise_seed)
         return x if self.channels_last else x.contiguous()
 
     def __call__(self, images: torch.Tensor, *, seed: int, epoch: int, batch: int) -> torch.Tensor:
         """Transform a uint8 (N, C, H, W) batch (e.g. from `stream_imagefolder`) seeded by (seed, epoch, batch)."""
-        params = self.draw(len(images), derive_seed(_AUGMENT_STREAM, seed, epoch, batch))
+        draws = self.draws(len(images), seed, epoch, batch)
         nhwc = images.permute(0, 2, 3, 1).contiguous()
-        return self.apply(nhwc, None if params is None else params.to(images.device))
+        return self.apply(nhwc, draws)
 
 
 class Loader:
     """Batches of an in-memory ImageSet: shuffled, sharded, augmented and normalized on the device.
 
     Iterating yields (x, y): x float (B, C, H, W) in torch's default dtype (float32) normalized (channels_last
-    when asked), y int64 (B,), both on `device`. `batch_size` is the global batch: with `world_size` > 1 each
-    rank takes its contiguous slice of every global batch, so each sample is seen exactly once per epoch across
-    the ranks, and the augmented samples are the same for any world size. Iteration continues from the saved
-    position (`state_dict`); after the last batch of an epoch the next iteration starts the next epoch.
+    when asked), y int64 (B,), both on `device`; with mixing on, y is float (B, K) class probabilities instead.
+    `batch_size` is the global batch: with `world_size` > 1 each rank takes its contiguous slice of every global
+    batch, so each sample is seen exactly once per epoch across the ranks, and the augmented (and mixed) samples
+    are the same for any world size. Iteration continues from the saved position (`state_dict`); after the last
+    batch of an epoch the next iteration starts the next epoch.
 
     Args:
         imageset: the split.
@@ -140,18 +198,20 @@ class Loader:
         rank, world_size: this process's share of each batch in DDP.
         channels_last: return channels_last tensors.
         pixel_mean: a C x H x W mean that replaces `mean`.
+        mix: Mixup/CutMix (mixing.py), or None.
     """
 
     def __init__(self, imageset: ImageSet, batch_size: int, *, shuffle: bool = True, drop_last: bool = True,
                  augment: AugmentConfig | None = None, mean: Sequence[float] | torch.Tensor,
                  std: Sequence[float] | torch.Tensor, device: str | torch.device = "cpu", seed: int = 0,
                  rank: int = 0, world_size: int = 1, channels_last: bool = True,
-                 pixel_mean: torch.Tensor | None = None) -> None:
+                 pixel_mean: torch.Tensor | None = None, mix: MixConfig | None = None) -> None:
         _check_batching(len(imageset), batch_size, drop_last, rank, world_size)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.device = torch.device(device)
         self.classes = list(imageset.classes)
+        self.mix = mix if mix is not None and mix.enabled else None
         # Held channels-last (N, H, W, C) so that an image row is one contiguous run of bytes (see augment.py).
         self._images = imageset.images.permute(0, 2, 3, 1).contiguous().to(self.device)
         self._labels = imageset.labels.to(self.device)
@@ -159,7 +219,7 @@ class Loader:
         self._mirrored = self._images.flip(2) if mirror else None
         # flip=alternate: each image's flip in epoch 0 (a seeded coin), inverted in every later epoch
         self._first_flip = (torch.randint(0, 2, (len(imageset),), generator=torch.Generator().manual_seed(
-            derive_seed(_FLIP_STREAM, seed))).to(self.device) if augment is not None and augment.flip == "alternate"
+            derive_seed(_FLIP_STREAM, seed))) if augment is not None and augment.flip == "alternate"
             else None)
         self.transform = BatchTransform(augment, mean=mean, std=std, image_shape=imageset.images.shape[1:],
                                         device=self.device, channels_last=channels_last, pixel_mean=pixel_mean)
@@ -215,15 +275,28 @@ class Loader:
         start = b * self.batch_size
         n_global = min(self.batch_size, len(order) - start)
         lo, hi = rank_slice(n_global, self.rank, self.world_size)
+        rows = torch.arange(lo, hi)  # this rank's rows of the global batch
         index = order[start + lo:start + hi]
-        params = self.transform.draw(n_global, derive_seed(_AUGMENT_STREAM, self.seed, epoch, b))
-        if params is not None:
-            params = params[lo:hi].to(self.device, non_blocking=True)
-            if self._first_flip is not None:
-                params[:, FLIP] = (self._first_flip.index_select(0, index) + epoch) % 2
+        if self.mix is not None and hi > lo:
+            # Sample i is mixed with sample i - 1 of the global batch: this rank also makes the one before its slice.
+            partner = (lo - 1) % n_global
+            rows = torch.cat([torch.tensor([partner]), rows])
+            index = torch.cat([order[start + partner:start + partner + 1], index])
+        draws = self.transform.draws(n_global, self.seed, epoch, b)
+        if self._first_flip is not None and draws is not None and draws.crop is not None:
+            # alternating flip: each image's first flip is drawn once, then it flips every other epoch
+            batch = order[start:start + n_global].cpu()
+            draws.crop[:, FLIP] = (self._first_flip.index_select(0, batch) + epoch) % 2
         mirrored = None if self._mirrored is None else self._mirrored.index_select(0, index)
-        x = self.transform.apply(self._images.index_select(0, index), params, mirrored)
-        return x, self._labels.index_select(0, index)
+        x = self.transform.apply(self._images.index_select(0, index), None if draws is None else draws.rows(rows),
+                                 mirrored)
+        y = self._labels.index_select(0, index)
+        if self.mix is None:
+            return x, y
+        if hi == lo:  # nothing on this rank
+            return x, y.new_zeros((0, len(self.classes)), dtype=x.dtype)
+        draw = draw_mix(self.mix, *self.transform.output_size, derive_seed(_MIX_STREAM, self.seed, epoch, b))
+        return mix_batch(x, y, draw, len(self.classes))
 
 
 def rank_slice(n: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from resnetlab.data import AugmentConfig, ImageSet, Loader, channel_stats, load_dataset, pixel_mean, split_train_val
+from resnetlab.data.mixing import MixConfig
 from resnetlab.engine.config import Config
 from resnetlab.engine.distributed import DistEnv, convert_sync_batchnorm, in_turn
 from resnetlab.engine.param_groups import discriminative_groups
@@ -291,8 +292,18 @@ def augment_config(cfg: Config, *, train: bool) -> AugmentConfig | None:
     d = cfg.data
     if train:
         return AugmentConfig(crop_padding=d.crop_padding, flip=d.flip, translate=d.translate, cutout=d.cutout,
-                             resize=d.resize)
+                             resize=d.resize, auto_augment=d.auto_augment, randaugment_ops=d.randaugment_ops,
+                             randaugment_magnitude=d.randaugment_magnitude, random_erasing=d.random_erasing,
+                             random_erasing_value=d.random_erasing_value)
     return AugmentConfig(resize=d.resize) if d.resize else None
+
+
+def mix_config(cfg: Config) -> MixConfig | None:
+    """Mixup/CutMix of the training batches (data.mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob), or None."""
+    d = cfg.data
+    mix = MixConfig(mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha, prob=d.mix_prob,
+                    switch_prob=d.mix_switch_prob)
+    return mix if mix.enabled else None
 
 
 def eval_batch(cfg: Config, world_size: int) -> int:
@@ -324,7 +335,8 @@ def make_loader(imageset: ImageSet, cfg: Config, *, train: bool, device: torch.d
     drop_last = train and drops_last_batch(cfg.data.drop_last, len(imageset), batch, world_size)
     return Loader(imageset, batch, shuffle=train, drop_last=drop_last, augment=augment_config(cfg, train=train),
                   mean=normalization["mean"], std=normalization["std"], device=device, seed=cfg.train.seed,
-                  rank=rank, world_size=world_size, channels_last=cfg.train.channels_last)
+                  rank=rank, world_size=world_size, channels_last=cfg.train.channels_last,
+                  mix=mix_config(cfg) if train else None)
 
 
 def drops_last_batch(mode: bool | str, n: int, batch: int, world_size: int = 1) -> bool:

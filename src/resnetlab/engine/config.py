@@ -73,6 +73,16 @@ class DataConfig:
     # with model.weights (a torchvision name or one of our checkpoints) and normalize=channel: the weights' own
     # mean/std (ImageNet's, or the checkpoint's); false = measured on this training split
     weights_normalization: bool = True
+    # automatic augmentation after the crop and flip, as torchvision's (autoaugment = its CIFAR-10 policy)
+    auto_augment: Literal["randaugment", "trivialaugment", "autoaugment"] | None = None
+    randaugment_ops: int = 2  # RandAugment: operations per image
+    randaugment_magnitude: int = 9  # RandAugment: magnitude bin, 0..30
+    random_erasing: float = 0.0  # probability of erasing a random rectangle of 2-33% of an image; 0 = off
+    random_erasing_value: Literal["zero", "random"] = "zero"  # fill it with the mean, or with noise per pixel
+    mixup_alpha: float = 0.0  # Mixup: lam ~ Beta(alpha, alpha); 0 = off (torchvision's recipes: 0.2)
+    cutmix_alpha: float = 0.0  # CutMix: lam ~ Beta(alpha, alpha); 0 = off (torchvision's recipes: 1.0)
+    mix_prob: float = 1.0  # probability that a batch is mixed (Mixup or CutMix)
+    mix_switch_prob: float = 0.5  # with both on: probability of CutMix rather than Mixup
 
 
 @dataclass
@@ -474,6 +484,7 @@ def validate(cfg: Config) -> None:
         value = getattr(d, key)
         _check(value is None or value >= 1, f"data.{key} must be a positive size in pixels or null; got {value}")
     _check(d.channels in (None, 1, 3), f"data.channels must be 1, 3 or null; got {d.channels}")
+    _validate_augmentation(d)
     _check(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
     _check(t.epochs >= 1 or t.iters >= 1, "train.epochs or train.iters must be at least 1")
     _check(t.iters >= 0 and t.epochs >= 0, "train.epochs and train.iters must be >= 0")
@@ -498,6 +509,16 @@ def _validate_techniques(cfg: Config) -> None:
     _check(t.patience >= 0, f"train.patience must be >= 0 (0 = no early stopping); got {t.patience}")
     _check(t.patience == 0 or d.val_size != 0, "train.patience needs a validation split to watch; set data.val_size "
            "(e.g. 0.1) or train.patience=0")
+
+
+def _validate_augmentation(d: DataConfig) -> None:
+    _check(d.randaugment_ops >= 0, f"data.randaugment_ops must be >= 0; got {d.randaugment_ops}")
+    _check(0 <= d.randaugment_magnitude <= 30, f"data.randaugment_magnitude must be in 0..30; got "
+           f"{d.randaugment_magnitude}")
+    for key in ("random_erasing", "mix_prob", "mix_switch_prob"):
+        _check(0 <= getattr(d, key) <= 1, f"data.{key} is a probability and must be in [0, 1]; got {getattr(d, key)}")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        _check(getattr(d, key) >= 0, f"data.{key} must be >= 0 (0 = off); got {getattr(d, key)}")
 
 
 def _validate_schedule(s: ScheduleConfig) -> None:

@@ -79,7 +79,10 @@ class Metrics:
 
         Args:
             logits: (B, K) scores (logits, log-probabilities or probabilities: only their order matters).
-            target: (B,) int64 class indices.
+            target: (B,) int64 class indices, or (B, K) class probabilities (Mixup/CutMix targets). With
+                probabilities a prediction counts by the probability its class has in the target: lam when it is
+                the image's own label, 1 - lam when it is the partner's, 0 otherwise (top-k: the target's mass
+                within the k best classes); for one-hot targets this is plain accuracy.
             loss: the batch's mean loss (a 0-d tensor); weighted by B so `compute()` gives the mean per image.
         """
         n = target.shape[0]
@@ -88,12 +91,19 @@ class Metrics:
         logits = logits.detach()
         pred = logits.argmax(dim=1)  # (B,)
         topk = logits.topk(self.top_k, dim=1).indices  # (B, k)
+        if target.dim() == 2:  # class probabilities
+            correct1 = target.gather(1, pred[:, None]).sum()
+            correctk = target.gather(1, topk).sum()
+            target = target.argmax(dim=1)  # the dominant label, for the confusion matrix
+        else:
+            correct1 = (pred == target).sum()
+            correctk = (topk == target.unsqueeze(1)).any(dim=1).sum()
         zero = torch.zeros((), dtype=self._dtype, device=logits.device)
         batch = torch.stack(
             [
                 loss.detach().to(self._dtype) * n if loss is not None else zero,
-                (pred == target).sum().to(self._dtype),
-                (topk == target.unsqueeze(1)).any(dim=1).sum().to(self._dtype),
+                correct1.to(self._dtype),
+                correctk.to(self._dtype),
             ]
         )
         self._sums[:_COUNT] += batch.to(self.device)

@@ -343,10 +343,21 @@ def unnormalize(x: torch.Tensor, normalization: dict[str, Any]) -> torch.Tensor:
     return (x * std + mean).clamp(0, 1)
 
 
+def target_title(target: torch.Tensor, classes: Sequence[str]) -> str:
+    """A class name, or for a mixed target (class probabilities) the two largest with their shares."""
+    if target.dim() == 0:
+        return classes[int(target)]
+    values, indices = target.topk(min(2, len(classes)))
+    if float(values[0]) >= 1:  # not mixed, or mixed with an image of the same class
+        return classes[int(indices[0])]
+    return " + ".join(f"{classes[int(k)]} {float(p):.2f}" for p, k in zip(values, indices, strict=True) if p > 0)
+
+
 def plot_train_samples(run_dir: Path | str, count: int = 32) -> Path:
     """RUN_DIR/plots/train_samples.png: the first training batch as the loader feeds it, un-normalized.
 
-    It shows what the network really sees: the augmentation (crops, flips, cutout) and the resizing.
+    It shows what the network really sees: the augmentation (crops, flips, cutout, policies, erasing), the mixing
+    (titled with both labels and their shares) and the resizing.
     """
 
     run_dir = Path(run_dir)
@@ -355,6 +366,6 @@ def plot_train_samples(run_dir: Path | str, count: int = 32) -> Path:
     loader = make_loader(data.train, cfg, train=True, device=torch.device("cpu"), normalization=data.normalization)
     x, y = next(iter(loader))
     images = unnormalize(x[:count], data.normalization)
-    titles = [data.classes[int(label)] for label in y[:count]]
+    titles = [target_title(label, data.classes) for label in y[:count]]
     return image_grid(images, titles, run_dir / "plots" / "train_samples.png",
                       title=f"training batch of {short_data_name(cfg.data.name)} (augmented, un-normalized)")

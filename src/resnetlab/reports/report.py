@@ -227,7 +227,8 @@ def _render(run_dir: Path, notes: list[str]) -> str:
     warn = "".join(f'<p class="warn">{html.escape(n)}</p>' for n in notes)
     curves = _section("Training curves", _img(run_dir / "plots" / "curves.png", "loss and error against iteration"),
                       "Training (thin, dashed; over each logging interval) and validation (bold) loss and top-1 "
-                      "error against iteration, drawn like Figure 6 of He et al. (2016)." + _loss_note(run_dir))
+                      "error against iteration, drawn like Figure 6 of He et al. (2016)." + _loss_note(run_dir)
+                      + _mixing_note(run_dir))
     lr = _section("Learning rate", _img(run_dir / "plots" / "lr.png", "learning rate against iteration"))
     samples = _section("Training images as the model sees them",
                        _img(run_dir / "plots" / "train_samples.png", "training images"),
@@ -267,12 +268,27 @@ def _loss_note(run_dir: Path) -> str:
         return ""
     d, t = cfg.data, cfg.train
     causes = [f"label smoothing {t.label_smoothing:g}"] if t.label_smoothing else []
-    if d.crop_padding or d.flip or d.translate or d.cutout:
+    if d.crop_padding or d.flip or d.translate or d.cutout or d.auto_augment or d.random_erasing:
         causes.append("augmentation")
+    if (d.mixup_alpha or d.cutmix_alpha) and d.mix_prob:
+        causes.append("Mixup/CutMix")
     if not causes:
         return ""
     return (f" The training loss ends above the validation loss: {' and '.join(causes)} apply to the training loss "
             "only (the validation images are neither augmented nor smoothed), so this is not a sign of a problem.")
+
+
+def _mixing_note(run_dir: Path) -> str:
+    """How the training accuracy was counted, when the run mixed its training batches (Mixup/CutMix)."""
+    try:
+        d = read_config(run_dir).data
+    except UserError:
+        return ""
+    if not (d.mixup_alpha or d.cutmix_alpha) or not d.mix_prob:
+        return ""
+    return (" Training batches were mixed (Mixup/CutMix): the training accuracy counts each prediction by the share "
+            "its class has in the mixed target (lam for the image's own label, 1 - lam for its partner's), so it stays "
+            "below 100% even for a perfect fit; validation and test images are not mixed.")
 
 
 def _model_and_data(config_text: str) -> tuple[str, str]:

@@ -4,15 +4,11 @@ exit 2 with one line, and every key shows in --print-config and config.yaml."""
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from support.enginekit import read_rows, tiny_config
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from support.enginekit import read_rows, tiny_config, train_until_stopped
 
 from resnetlab.engine import builders
 from resnetlab.engine.checkpoint import read_checkpoint
@@ -143,19 +139,7 @@ def test_sigterm_then_resume_is_bit_identical_with_each_option(tiny_root, tmp_pa
     settings = {"data__crop_padding": 2, "data__flip": True, "train__label_smoothing": 0.1, "train__iters": 16,
                 "train__eval_every": 5, "schedule__name": "onecycle", **options}
     straight = train(tiny_config(tiny_root, tmp_path / "straight", **settings))
-    count = [0]
-
-    def stop(optimizer, args, kwargs):
-        count[0] += 1
-        if count[0] == STOP_AT:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    handle = register_optimizer_step_post_hook(stop)
-    try:
-        with pytest.raises(Exception, match="interrupted by signal 15"):
-            train(tiny_config(tiny_root, tmp_path / "run", **settings))
-    finally:
-        handle.remove()
+    train_until_stopped(tiny_config(tiny_root, tmp_path / "run", **settings), STOP_AT)
     assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["loader"] == {"epoch": 0, "batch": STOP_AT}
     resumed = train(tiny_config(tiny_root, tmp_path / "run", **settings), resume=True)
     a = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["model"]

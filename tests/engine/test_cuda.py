@@ -3,19 +3,14 @@ evaluation on the GPU equal to the CPU's (skipped without a GPU; bench/gpu_check
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 import torch
-from support.enginekit import tiny_config
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from support.enginekit import tiny_config, train_until_stopped
 
 import resnetlab
 from resnetlab.engine import builders
 from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.trainer import train
-from resnetlab.errors import Interrupted
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 CUDA = {"train__device": "cuda", "train__deterministic": True}
@@ -33,19 +28,7 @@ def test_a_stopped_gpu_run_resumes_to_the_same_weights(tiny_root, tmp_path):
     settings = {**CUDA, "train__iters": 16, "train__eval_every": 8, "train__compile": False,
                 "data__crop_padding": 2, "data__flip": True}
     train(tiny_config(tiny_root, tmp_path / "straight", **settings))
-    count = [0]
-
-    def stop(optimizer, args, kwargs) -> None:
-        count[0] += 1
-        if count[0] == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    handle = register_optimizer_step_post_hook(stop)
-    try:
-        with pytest.raises(Interrupted):
-            train(tiny_config(tiny_root, tmp_path / "resumed", **settings))
-    finally:
-        handle.remove()
+    train_until_stopped(tiny_config(tiny_root, tmp_path / "resumed", **settings), 5)
     train(tiny_config(tiny_root, tmp_path / "resumed", **settings), resume=True)
     a, b = (read_checkpoint(tmp_path / name / "checkpoints" / "last.pt")["model"] for name in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -3,16 +3,10 @@ the count."""
 
 from __future__ import annotations
 
-import os
-import signal
-
-import pytest
-from support.enginekit import read_rows, tiny_config
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from support.enginekit import read_rows, tiny_config, train_until_stopped
 
 from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.trainer import train
-from resnetlab.errors import Interrupted
 
 # An lr of 1e-12 with BatchNorm frozen leaves the predictions as they are: the validation accuracy of the first
 # evaluation is never beaten, so with patience 2 the run stops at the third evaluation (step 3).
@@ -31,19 +25,7 @@ def test_patience_stops_the_run_and_it_still_tests(tiny_root, tmp_path):
 
 
 def test_resume_keeps_the_count(tiny_root, tmp_path):
-    count = [0]
-
-    def stop_at_2(optimizer, args, kwargs):
-        count[0] += 1
-        if count[0] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    handle = register_optimizer_step_post_hook(stop_at_2)
-    try:
-        with pytest.raises(Interrupted):
-            train(tiny_config(tiny_root, tmp_path / "run", **STALLED))
-    finally:
-        handle.remove()
+    train_until_stopped(tiny_config(tiny_root, tmp_path / "run", **STALLED), 2)
     saved = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert saved["step"] == 2 and saved["hooks"]["early_stopping"]["bad_evals"] == 1
     result = train(tiny_config(tiny_root, tmp_path / "run", **STALLED), resume=True)

@@ -6,12 +6,9 @@ backbone the classifier's step, the weights' normalization would be measured on 
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 import torch
-from support.enginekit import cli_args, read_rows, tiny_config
+from support.enginekit import cli_args, read_rows, tiny_config, train_until_stopped
 from support.hubkit import fill_cache, use_torch_home
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -21,7 +18,6 @@ from resnetlab.engine.config import load_config
 from resnetlab.engine.schedule import LRSchedule
 from resnetlab.engine.trainer import train
 from resnetlab.engine.weights import apply_weights_defaults
-from resnetlab.errors import Interrupted
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
 
@@ -199,17 +195,7 @@ def test_resume_in_either_phase_is_bit_identical(tiny_root, tmp_path, start_weig
     straight = train(tiny_config(tiny_root, tmp_path / "straight", **settings)).run_dir
     for stop_at in (5, 15):  # in the frozen phase (12 steps), and after the switch
         out = tmp_path / f"stopped-{stop_at}"
-        def stop(optimizer, args, kwargs, n=stop_at, count=[0]):  # noqa: B006 (one counter per stop)
-            count[0] += 1
-            if count[0] == n:
-                os.kill(os.getpid(), signal.SIGTERM)
-
-        handle = register_optimizer_step_post_hook(stop)
-        try:
-            with pytest.raises(Interrupted):
-                train(tiny_config(tiny_root, out, **settings))
-        finally:
-            handle.remove()
+        train_until_stopped(tiny_config(tiny_root, out, **settings), stop_at)
         assert _last(out)["step"] == stop_at
         train(tiny_config(tiny_root, out, **settings), resume=True)
         final, reference = _last(out)["model"], _last(straight)["model"]

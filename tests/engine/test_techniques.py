@@ -3,13 +3,9 @@ flip and multi-view test-time augmentation. Each test fails when its option is i
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 import torch
-from support.enginekit import tiny_config
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from support.enginekit import tiny_config, train_until_stopped
 
 from resnetlab.data import AugmentConfig, ImageSet, Loader
 from resnetlab.data.augment import FLIP
@@ -17,7 +13,7 @@ from resnetlab.engine import builders
 from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.evaluate import evaluate_model, tta_views
 from resnetlab.engine.trainer import train
-from resnetlab.errors import Interrupted, UserError
+from resnetlab.errors import UserError
 from resnetlab.models import create_model
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
@@ -44,17 +40,6 @@ def test_auto_amp_follows_the_cpu_and_is_recorded(tiny_root, tmp_path, monkeypat
     assert summary["amp"] == "off" and summary["provenance"]["amp"] == "off" and summary["compile"] is False
 
 
-def _stop_at(step: int):
-    count = [0]
-
-    def hook(optimizer, args, kwargs) -> None:
-        count[0] += 1
-        if count[0] == step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return register_optimizer_step_post_hook(hook)
-
-
 def test_the_weight_average_is_what_is_evaluated_saved_and_resumed(tiny_root, tmp_path):
     settings = {"train__ema_decay": 0.9, "train__iters": 16, "train__eval_every": 8}
     straight = train(tiny_config(tiny_root, tmp_path / "straight", **settings))
@@ -67,12 +52,8 @@ def test_the_weight_average_is_what_is_evaluated_saved_and_resumed(tiny_root, tm
     assert straight.summary["test_loss_final"] != plain.summary["test_loss_final"]
     assert torch.equal(read_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt")["model"]["conv1.weight"],
                        trained["conv1.weight"])  # the trained weights are the same with or without the average
-    handle = _stop_at(5)  # between evaluations: the average's state must come back from last.pt
-    try:
-        with pytest.raises(Interrupted):
-            train(tiny_config(tiny_root, tmp_path / "resumed", **settings))
-    finally:
-        handle.remove()
+    train_until_stopped(tiny_config(tiny_root, tmp_path / "resumed", **settings), 5)  # between evaluations:
+    # the average's state must come back from last.pt
     train(tiny_config(tiny_root, tmp_path / "resumed", **settings), resume=True)
     resumed = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert all(torch.equal(resumed["model"][k], v) for k, v in averaged.items())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.enginekit import cli_args, read_rows, tiny_config
+from support.enginekit import cli_args, read_rows, tiny_config, train_until_stopped
 from support.evalkit import write_image_folder
 
 import resnetlab
@@ -21,7 +21,7 @@ from resnetlab.cli import build_parser
 from resnetlab.engine import builders, runlog
 from resnetlab.engine.config import load_config
 from resnetlab.engine.trainer import train
-from resnetlab.errors import Interrupted, UserError
+from resnetlab.errors import UserError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -92,21 +92,8 @@ def test_without_validation_the_final_line_does_not_claim_a_best_validation_mode
 
 
 def _stopped_run(root: Path, out: Path, step: int) -> None:
-    from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    count = [0]
-
-    def stop(optimizer, args, kwargs) -> None:
-        count[0] += 1
-        if count[0] == step:
-            os.kill(os.getpid(), 15)
-
-    handle = register_optimizer_step_post_hook(stop)
-    try:
-        with pytest.raises(Interrupted):
-            train(tiny_config(root, out, train__iters=6))
-    finally:
-        handle.remove()
+    train_until_stopped(tiny_config(root, out, train__iters=6), step)
 
 
 def test_resume_names_only_the_settings_the_user_passed(tiny_root, tmp_path, run_cli, caplog):

@@ -19,6 +19,8 @@ from resnetlab.engine.trainer import train
 from resnetlab.reports import explain as explain_module
 from resnetlab.reports.explain import explain, explain_images
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: one thread is fastest here
+
 SIZE, PATCH, TOP, LEFT = 32, 8, 2, 2  # images of 32 x 32; the deciding square of 8 x 8 (1/16) at (2, 2)
 CLASSES = ("blank", "marked")
 
@@ -42,15 +44,6 @@ def write_corner_folder(root: Path, per_split: dict[str, int], seed: int = 0) ->
             for i in range(count):
                 Image.fromarray(corner_image(kind, gen).numpy(), mode="L").save(folder / f"{i:03d}.png")
     return root
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is fastest on a shared 2-core machine (as train.threads=1 in the runs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

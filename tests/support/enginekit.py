@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from resnetlab.engine.config import Config, load_config
+from resnetlab.engine.trainer import train
+from resnetlab.errors import Interrupted
 from support.official_formats import write_idx
 
 IMAGE_SIZE = 12
@@ -80,3 +88,26 @@ def cli_args(root: Path, out: Path, **extra: object) -> list[str]:
     for item in tiny_overrides(root, out, **extra):
         args += ["--set", item]
     return args
+
+
+@contextlib.contextmanager
+def signal_at(step: int, signum: int = signal.SIGTERM) -> Iterator[None]:
+    """Send this process `signum` right after optimizer step `step` (counted from entering the block)."""
+    count = [0]
+
+    def hook(optimizer, args, kwargs) -> None:
+        count[0] += 1
+        if count[0] == step:
+            os.kill(os.getpid(), signum)
+
+    handle = register_optimizer_step_post_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def train_until_stopped(config: Config, step: int, resume: bool = False) -> None:
+    """Train `config` and stop it with SIGTERM after `step` steps, as the engine's Interrupted."""
+    with signal_at(step), pytest.raises(Interrupted):
+        train(config, resume=resume)

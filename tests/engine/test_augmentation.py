@@ -131,6 +131,8 @@ OPTION_SETS = {
     "trivialaugment+mixup": {"data__auto_augment": "trivialaugment", "data__mixup_alpha": 0.4, "data__mix_prob": 0.7},
     "autoaugment+cutmix+erasing": {"data__auto_augment": "autoaugment", "data__cutmix_alpha": 1.0,
                                    "data__random_erasing": 0.25},
+    "alternate-flip+mixup+accumulate+ema": {"data__flip": "alternate", "data__mixup_alpha": 0.2,
+                                            "train__accumulate": 2, "train__ema_decay": 0.9},
 }
 
 

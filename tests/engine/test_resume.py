@@ -131,7 +131,7 @@ def test_resume_refuses_a_finished_run_and_starts_over_one_without_a_checkpoint(
     (tmp_path / "empty").mkdir()
     caplog.set_level(logging.INFO, logger="resnetlab")
     code, _, err = run_cli(*cli_args(tiny_root, tmp_path / "empty", train__iters=2), "--resume")
-    assert code == 0 and "no checkpoint yet" in caplog.text and (tmp_path / "empty" / "summary.json").is_file()
+    assert code == 0 and "holds no run yet" in caplog.text and (tmp_path / "empty" / "summary.json").is_file()
 
 
 def test_resume_uses_the_runs_own_config(tiny_root, tmp_path, caplog):

@@ -145,9 +145,13 @@ def open_run_dir(cfg: Config, resume: bool, resume_from: str | Path | None = Non
 
 def _start_over(run_dir: Path, cfg: Config) -> Config:
     """A run without a checkpoint to resume (it died before its first one): clear it and start it again."""
-    resumed = resume_config(cfg, config_to_dict(read_config(run_dir))) if (run_dir / CONFIG).is_file() else cfg
-    log.info("%s has no checkpoint yet (the run stopped before its first one); starting it over%s", run_dir,
-             " from its config.yaml" if (run_dir / CONFIG).is_file() else "")
+    has_config = (run_dir / CONFIG).is_file()
+    resumed = resume_config(cfg, config_to_dict(read_config(run_dir))) if has_config else cfg
+    if has_config or any(p.name != LOCK for p in run_dir.iterdir()):
+        log.info("%s has no checkpoint yet (the run stopped before its first one); starting it over%s", run_dir,
+                 " from its config.yaml" if has_config else "")
+    else:
+        log.info("%s holds no run yet; --resume starts a new one there", run_dir)
     for path in run_dir.iterdir() if run_dir.is_dir() else ():
         if path.name != LOCK:
             shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -45,22 +45,24 @@ def run_seed(recipe: str, seed: int, run_dir: Path, overrides: list[str]) -> dic
     if done.returncode != 0:
         raise SystemExit(f"seed {seed} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
-    tta = bool(yaml.safe_load((run_dir / "config.yaml").read_text())["eval"]["tta"])
+    tta = yaml.safe_load((run_dir / "config.yaml").read_text())["eval"]["tta"]
     return {**summary, "bench_wall_s": wall, "bench_cpu_s": cpu, "tta": tta}
 
 
 def table(rows: list[dict[str, Any]], budget_s: float, goal: float) -> str:
     """The per-seed rows, mean and min, and whether every seed met the goal within the budget."""
-    lines = [f"{'seed':>6} {'wall s':>8} {'CPU s':>8} {'train s':>8} {'images/s':>9} {'epochs':>7} {'test acc':>9}"]
+    lines = [f"{'seed':>6} {'wall s':>8} {'CPU s':>8} {'train s':>8} {'images/s':>9} {'epochs':>7} {'test acc':>9} "
+             f"{'amp':>5} {'compile':>7}"]
     for r in rows:
         lines.append(f"{r['seed']:>6} {r['bench_wall_s']:>8.1f} {r['bench_cpu_s']:>8.1f} {r['train_time_s']:>8.1f} "
-                     f"{r['images_per_s']:>9.1f} {r['epochs']:>7.2f} {100 * r['test_acc']:>8.2f}%")
+                     f"{r['images_per_s']:>9.1f} {r['epochs']:>7.2f} {100 * r['test_acc']:>8.2f}% "
+                     f"{str(r.get('amp')):>5} {str(r.get('compile')):>7}")
     walls, accs = [r["bench_wall_s"] for r in rows], [100 * r["test_acc"] for r in rows]
     blank = f"{'':>8} {'':>8} {'':>9} {'':>7}"
     lines.append(f"{'mean':>6} {statistics.mean(walls):>8.1f} {blank} {statistics.mean(accs):>8.2f}%")
     lines.append(f"{'min':>6} {min(walls):>8.1f} {blank} {min(accs):>8.2f}%")
     if any(r["tta"] for r in rows):
-        lines.append("test acc with test-time augmentation (eval.tta: mean of the image and its mirror image)")
+        lines.append(f"test acc with test-time augmentation (eval.tta: {rows[0]['tta']})")
     met = all(w <= budget_s for w in walls) and all(a >= goal for a in accs)
     lines.append(f"goal (>= {goal:.1f}% on every seed within {budget_s:.0f} s each): {'met' if met else 'NOT met'}")
     return "\n".join(lines)

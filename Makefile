@@ -27,7 +27,7 @@ demo: $(STAMP) fmnist
 	@$(VENV)/bin/resnetlab report $(RUN) | sed 's/^/report: /'
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

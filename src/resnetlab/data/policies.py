@@ -333,7 +333,7 @@ def _blend(images: torch.Tensor, ops: torch.Tensor, m: torch.Tensor) -> torch.Te
     """Brightness and Contrast: torchvision's `_blend(image, other, 1 + m)` with other = 0 (brightness: exactly its
     `image * factor`) or the mean of the image's luma (contrast), per sample."""
     x = images.float()
-    other = torch.zeros((len(m), 1, 1, 1), device=images.device)
+    other = torch.zeros((len(m), 1, 1, 1), dtype=x.dtype, device=images.device)
     contrast = (ops == _OP["Contrast"]).nonzero().squeeze(1)
     if len(contrast):
         index = contrast.to(images.device, non_blocking=True)

@@ -9,7 +9,7 @@ import torch
 from torchvision.transforms.v2 import AutoAugment, AutoAugmentPolicy, InterpolationMode, RandAugment, TrivialAugmentWide
 from torchvision.transforms.v2 import functional as TF
 
-from resnetlab.data import AugmentConfig, ImageSet, Loader, MixConfig
+from resnetlab.data import AugmentConfig, ImageSet, Loader, MixConfig, policies
 from resnetlab.data.policies import (
     CIFAR10_POLICY,
     OPS,
@@ -162,3 +162,17 @@ def test_cuda_batches_equal_cpu_batches_with_every_option(policy):
     for (x, _), (gx, _) in zip(Loader(data, 32, **policy_only), Loader(data, 32, device="cuda", **policy_only),
                                strict=True):
         assert torch.equal(gx.cpu(), x)  # the uint8 policy itself: bit for bit
+
+
+def test_magnitude_tables_do_not_depend_on_the_default_dtype():
+    """The tables are cached: one made under a float64 default (as the DDP tests train) must equal torchvision's
+    float32 one, or every later run in the process would get other magnitudes."""
+    policies._space_table.cache_clear()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        under_float64 = policies._space_table("trivialaugment", 28, 28).magnitudes
+    finally:
+        torch.set_default_dtype(previous)
+        policies._space_table.cache_clear()
+    assert torch.equal(under_float64, policies._space_table("trivialaugment", 28, 28).magnitudes)

@@ -38,25 +38,28 @@ AUTOAUGMENT_BINS = 10  # AutoAugment's magnitude indices 0..9
 # Columns of the uniform draw per sample and op slot.
 _CHOICE, _BIN, _SIGN, _APPLY = range(4)
 
-# name -> (magnitudes(num_bins, height, width) as a list, or None for parameter-free ops; signed)
+# name -> (magnitudes(num_bins, height, width) as a list, or None for parameter-free ops; signed). The tables are
+# float32 values whatever torch's default dtype (torchvision's, under its float32 default): they are cached, so a
+# table made under another default would change the magnitudes of every later run in the process.
+F32 = torch.float32
 Space = dict[str, tuple[Callable[[int, int, int], list[float] | None], bool]]
 
 
 def _linspace(end: float) -> Callable[[int, int, int], list[float]]:
-    return lambda bins, h, w: torch.linspace(0.0, end, bins).tolist()  # float32 values, as torchvision's tables
+    return lambda bins, h, w: torch.linspace(0.0, end, bins, dtype=F32).tolist()
 
 
 def _posterize_bits(levels: int) -> Callable[[int, int, int], list[float]]:
-    return lambda bins, h, w: (8 - (torch.arange(bins) / ((bins - 1) / levels))).round().int().tolist()
+    return lambda bins, h, w: (8 - (torch.arange(bins, dtype=F32) / ((bins - 1) / levels))).round().int().tolist()
 
 
 _NONE: tuple[Callable[[int, int, int], None], bool] = (lambda bins, h, w: None, False)
-_SOLARIZE = (lambda bins, h, w: torch.linspace(1.0, 0.0, bins).tolist(), False)
+_SOLARIZE = (lambda bins, h, w: torch.linspace(1.0, 0.0, bins, dtype=F32).tolist(), False)
 # RandAugment's and AutoAugment's magnitudes (torchvision.transforms.v2._auto_augment).
 _STANDARD: Space = {
     "ShearX": (_linspace(0.3), True), "ShearY": (_linspace(0.3), True),
-    "TranslateX": (lambda bins, h, w: torch.linspace(0.0, 150.0 / 331.0 * w, bins).tolist(), True),
-    "TranslateY": (lambda bins, h, w: torch.linspace(0.0, 150.0 / 331.0 * h, bins).tolist(), True),
+    "TranslateX": (lambda bins, h, w: torch.linspace(0.0, 150.0 / 331.0 * w, bins, dtype=F32).tolist(), True),
+    "TranslateY": (lambda bins, h, w: torch.linspace(0.0, 150.0 / 331.0 * h, bins, dtype=F32).tolist(), True),
     "Rotate": (_linspace(30.0), True), "Brightness": (_linspace(0.9), True), "Color": (_linspace(0.9), True),
     "Contrast": (_linspace(0.9), True), "Sharpness": (_linspace(0.9), True), "Posterize": (_posterize_bits(4), False),
     "Solarize": _SOLARIZE, "AutoContrast": _NONE, "Equalize": _NONE,

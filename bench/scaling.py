@@ -65,6 +65,7 @@ def plot(rows: list[dict], out: Path) -> Path:
     left.set(xlabel="depth (layers)", ylabel="ms per training image", title="cost per image against depth")
     right.set(xlabel="batch size", ylabel="images/s", xscale="log", title="throughput against batch size")
     right.set_xticks(sorted({r["batch"] for r in rows}), [str(b) for b in sorted({r["batch"] for r in rows})])
+    right.minorticks_off()  # the log axis's minor labels would overlap the batch sizes
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -258,20 +258,26 @@ class Loader:
             self._epoch, self._batch = self._epoch + 1, 0
         epoch = self._epoch
         order = self._order(epoch)
+        flips = None if self._first_flip is None else (self._first_flip.index_select(0, order) + epoch) % 2
+        order = order.to(self.device)
         for b in range(self._batch, len(self)):
-            x, y = self._make_batch(order, epoch, b)
+            x, y = self._make_batch(order, flips, epoch, b)
             self._batch = b + 1
             yield x, y
         self._epoch, self._batch = epoch + 1, 0
 
     def _order(self, epoch: int) -> torch.Tensor:
+        """The epoch's sample order, on the CPU."""
         n = len(self._labels)
         if not self.shuffle:
-            return torch.arange(n, device=self.device)
+            return torch.arange(n)
         generator = torch.Generator().manual_seed(derive_seed(_ORDER_STREAM, self.seed, epoch))
-        return torch.randperm(n, generator=generator).to(self.device)
+        return torch.randperm(n, generator=generator)
 
-    def _make_batch(self, order: torch.Tensor, epoch: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _make_batch(self, order: torch.Tensor, flips: torch.Tensor | None, epoch: int,
+                    b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global batch `b` of the epoch's `order` (on the device): this rank's rows, augmented, maybe mixed.
+        `flips` (CPU, in `order`'s order) are the alternating flip's choices for the epoch, or None."""
         start = b * self.batch_size
         n_global = min(self.batch_size, len(order) - start)
         lo, hi = rank_slice(n_global, self.rank, self.world_size)
@@ -283,10 +289,8 @@ class Loader:
             rows = torch.cat([torch.tensor([partner]), rows])
             index = torch.cat([order[start + partner:start + partner + 1], index])
         draws = self.transform.draws(n_global, self.seed, epoch, b)
-        if self._first_flip is not None and draws is not None and draws.crop is not None:
-            # alternating flip: each image's first flip is drawn once, then it flips every other epoch
-            batch = order[start:start + n_global].cpu()
-            draws.crop[:, FLIP] = (self._first_flip.index_select(0, batch) + epoch) % 2
+        if flips is not None:  # alternating flip: a seeded first flip per image, then the other way each epoch
+            draws.crop[:, FLIP] = flips[start:start + n_global]
         mirrored = None if self._mirrored is None else self._mirrored.index_select(0, index)
         x = self.transform.apply(self._images.index_select(0, index), None if draws is None else draws.rows(rows),
                                  mirrored)

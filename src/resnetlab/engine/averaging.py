@@ -8,7 +8,7 @@ updates, so a short run is not dominated by its random initialisation.
 
 The averaged model is what `run.eval_net` returns: validation, model selection (best.pt), the test and the
 checkpoint's `model` (what evaluate, predict and export load) all use it; the trained weights are saved as
-`train_model` beside it, and the hook's state (the average and its update count) resumes exactly.
+`train_model` beside it, and with the hook's update count the average resumes exactly.
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ class WeightAverage(Hook):
         return self.average.module
 
     def state_dict(self) -> dict[str, Any]:
+        """The update count; the averaged weights themselves are the checkpoint's `model` (restored by run.restore)."""
         assert self.average is not None
-        return {"average": self.average.module.state_dict(), "n_averaged": self.average.n_averaged.clone().cpu()}
+        return {"n_averaged": self.average.n_averaged.clone().cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         assert self.average is not None
-        self.average.module.load_state_dict(state["average"])
         self.average.n_averaged.copy_(state["n_averaged"])

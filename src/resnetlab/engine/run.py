@@ -294,6 +294,8 @@ def restore(run: Run, ckpt: dict[str, Any]) -> None:
     check_resume_world_size(ckpt.get("world_size", 1), run.env, run.cfg.dist.batch_size)
     provenance.check_resume(ckpt.get("provenance"), run.provenance)
     run.net.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+    if "train_model" in ckpt:  # a hook's network (the weight average) was the one evaluated and saved as "model"
+        run.eval_net.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.schedule.load_state_dict(ckpt["scheduler"])
     if ckpt["scaler"]:

@@ -252,17 +252,17 @@ def score(checkpoint_or_run: Path | str, split: str = "test", data: str | None =
           data_dir: Path | str | None = None, device: str = "auto", batch_size: int | None = None) -> Scored:
     """Score a run's best checkpoint (or any checkpoint) on a labelled split and write eval_<tag>.json and
     confusion_<tag>.csv into the run directory (or beside a checkpoint outside one). See `evaluate`."""
+    if tta not in (False, True, *TTA_MODES):  # the settings first, before anything is read
+        raise UserError(f"unknown test-time augmentation {tta!r}; use flip or shift")
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1; got {batch_size}")
     ckpt = checkpoint_path(checkpoint_or_run)
     model, info = load_checkpoint(ckpt)
     imageset, cfg = labelled_split(info, split, data, data_dir)
     if batch_size is not None:
-        if batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1; got {batch_size}")
         cfg.eval.batch_size = batch_size
     target = select_device(device)
     loader = make_loader(imageset, cfg, train=False, device=target, normalization=info["normalization"])
-    if tta not in (False, True, *TTA_MODES):
-        raise UserError(f"unknown test-time augmentation {tta!r}; use flip or shift")
     scores, targets = predict_batches(model.to(target), loader, tta=tta, progress=True)
     metrics = Metrics(info["num_classes"], per_class=True, classes=info["classes"])
     metrics.update(scores, targets, F.cross_entropy(scores, targets))

@@ -12,6 +12,7 @@ from pathlib import Path
 from resnetlab.engine.config import Config
 from resnetlab.engine.rundir import read_config, read_summary
 from resnetlab.errors import UserError
+from resnetlab.reports.sweep_tables import markdown_table
 
 COLUMNS = ("run", "recipe", "model", "input (px)", "batch", "iterations", "train time (s)", "s / iteration",
            "images/s", "best val acc", "test acc")
@@ -60,6 +61,5 @@ def runs_table(run_dirs: Sequence[Path | str], labels: Sequence[str] | None = No
     if labels is not None and len(labels) != len(run_dirs):
         raise UserError(f"{len(labels)} labels for {len(run_dirs)} runs; give one per run")
     rows = [run_row(d, labels[i] if labels else None) for i, d in enumerate(run_dirs)]
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(" --- " for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    lines = markdown_table(COLUMNS, ([row[c] for c in COLUMNS] for row in rows))
     return "\n".join(lines)

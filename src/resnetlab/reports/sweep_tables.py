@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,12 @@ def write_csv(path: Path, spec: SweepSpec, records: Sequence[RunRecord]) -> None
             writer.writerow([record.point.name, *grid, record.point.seed, *(record.summary.get(k, "") for k in fields)])
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table (results.md, `compare.runs_table`)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(cells) + " |" for cells in rows)]
+
+
 def render_markdown(spec: SweepSpec, points: Sequence[PointStats], *, total: int, figures: Sequence[Path]) -> str:
     """results.md: a header saying what was run, then one table row per grid point."""
     finished = sum(len(p.runs) for p in points)
@@ -82,13 +88,10 @@ def render_markdown(spec: SweepSpec, points: Sequence[PointStats], *, total: int
               "`test_acc` in results.csv); validation error is the best seen during training.", ""]
     header = [*_grid_headers(spec), "seeds", "test error (final)", "best val error", "final train error",
               "params", "wall time / run"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for p in points:
-        cells = [format_value(p.values[k]) for k in spec.grid]
-        cells += [str(len(p.runs)), mean_std(p.errors("test_acc_final")), mean_std(p.errors("best_val_acc")),
-                  mean_std(p.errors("final_train_acc")), _params(p.values_of("params")),
-                  _duration(p.values_of("wall_time_s"))]
-        lines.append("| " + " | ".join(cells) + " |")
+    rows = [[*(format_value(p.values[k]) for k in spec.grid), str(len(p.runs)), mean_std(p.errors("test_acc_final")),
+             mean_std(p.errors("best_val_acc")), mean_std(p.errors("final_train_acc")),
+             _params(p.values_of("params")), _duration(p.values_of("wall_time_s"))] for p in points]
+    lines += markdown_table(header, rows)
     wall = sum(sum(p.values_of("wall_time_s")) for p in points)
     lines += ["", f"Wall time of the finished runs, summed: {_duration([wall])}."]
     if figures:

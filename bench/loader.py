@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 from torchvision.transforms import v2
-from tutorial_data import PILDataset
+from tutorial_data import PILDataset, endless
 
 from resnetlab.data import AugmentConfig, ImageSet, Loader, MixConfig
 
@@ -70,12 +70,6 @@ class MixCollate:
 
     def __call__(self, batch: list) -> Any:
         return self.mix(*default_collate(batch))
-
-
-def endless(loader) -> Iterator:
-    """Batches across epoch boundaries."""
-    while True:
-        yield from loader
 
 
 def timed(batches: Iterator, n_batches: int, device: torch.device) -> float:

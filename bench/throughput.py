@@ -28,14 +28,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torchvision.transforms as T
 from torch import nn
 from torch.utils.data import DataLoader
-from tutorial_data import PILDataset
+from tutorial_data import PILDataset, endless
 
 from resnetlab.data import ImageSet, pixel_mean
 from resnetlab.engine import builders, trainer
@@ -121,12 +121,6 @@ class TutorialLoop:
 
 
 # ---------------------------------------------------------------------------------------------- timing
-
-
-def endless(loader) -> Iterator:
-    """Batches across epoch boundaries."""
-    while True:
-        yield from loader
 
 
 def timed(step: Step, iters: int, device: torch.device) -> tuple[float, float]:

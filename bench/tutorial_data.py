@@ -1,6 +1,9 @@
-"""The tutorials' data path, shared by the benchmarks: one PIL image per sample, transformed in a worker."""
+"""The tutorials' data path, shared by the benchmarks: one PIL image per sample, transformed in a worker; and
+`endless`, batches across epoch boundaries."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -22,3 +25,9 @@ class PILDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.transform(self.images[i]), self.labels[i]
+
+
+def endless(loader: Iterable) -> Iterator:
+    """Batches across epoch boundaries."""
+    while True:
+        yield from loader

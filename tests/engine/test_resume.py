@@ -124,14 +124,13 @@ def test_resume_from_a_truncated_checkpoint_is_a_clear_error(base_run, tmp_path,
     assert "last.pt" in err and "truncated or corrupt" in err
 
 
-def test_resume_refuses_a_finished_run_and_starts_over_one_without_a_checkpoint(base_run, tmp_path, run_cli,
-                                                                                  tiny_root, caplog):
+def test_resume_refuses_a_finished_run_and_a_folder_without_a_run(base_run, tmp_path, run_cli, tiny_root):
     code, _, err = run_cli(*cli_args(tiny_root, base_run), "--resume")
     assert code == 2 and "already finished" in err
     (tmp_path / "empty").mkdir()
-    caplog.set_level(logging.INFO, logger="resnetlab")
     code, _, err = run_cli(*cli_args(tiny_root, tmp_path / "empty", train__iters=2), "--resume")
-    assert code == 0 and "holds no run yet" in caplog.text and (tmp_path / "empty" / "summary.json").is_file()
+    assert code == 2 and "holds no run to continue" in err and len(err.strip().splitlines()) == 1, err
+    assert list((tmp_path / "empty").iterdir()) == []  # not even a .lock is left behind
 
 
 def test_resume_uses_the_runs_own_config(tiny_root, tmp_path, caplog):

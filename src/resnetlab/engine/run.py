@@ -11,8 +11,9 @@ weight average of train.ema_decay) and the caller's.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ from resnetlab.engine.rundir import (
     CHECKPOINTS,
     CONFIG,
     LOCK,
+    RunLock,
+    clear_run,
     read_config,
     read_summary,
     truncate_metrics,
@@ -93,6 +96,7 @@ class Run:
     provenance: dict[str, Any] = field(default_factory=dict)
     logger: RunLogger | None = None
     finite: torch.Tensor | None = None  # False once a loss was NaN/inf (checked at logging points only)
+    saved_step: int | None = None  # the step of checkpoints/last.pt (None: none saved by this run yet)
     stop_reason: str | None = None  # set by a hook (early stopping, lr-find) to end the loop after this step
     clock: dict[str, float] = field(default_factory=lambda: {"period_images": 0.0})  # loop and period timing
 
@@ -115,19 +119,18 @@ class Run:
 # ---------------------------------------------------------------------------------------- the run directory
 
 
-def open_run_dir(cfg: Config, resume: bool, resume_from: str | Path | None = None
-                 ) -> tuple[Path, Path | None, Config]:
+def open_run_dir(cfg: Config, resume: bool, resume_from: str | Path | None = None, *, fallback: bool = False,
+                 lock: RunLock | None = None) -> tuple[Path, Path | None, Config]:
     """The run directory, the checkpoint file to continue from (or None) and the config to run with.
 
     A new run refuses a directory that holds anything. `resume` continues from checkpoints/last.pt (or the
-    checkpoint `resume_from`) with the run's own config; a run that died before its first checkpoint is started
-    over from its config.yaml. Call it on the main process, holding the run directory's lock.
+    checkpoint `resume_from`) with the run's own config (`lock`: how the lock was taken, which tells a folder that
+    was empty from one where an attempt died before writing its config.yaml); with `fallback`, a last.pt that
+    fails its check gives way to the newest checkpoint of the run that passes it. A run that died before its
+    first checkpoint is started over from its config.yaml, deleting only its run files (a folder holding anything
+    else is refused). Call it on the main process, holding the lock: what the folder holds is read only then.
     """
-    if not cfg.train.out_dir:
-        raise UserError("train.out_dir (--out RUN_DIR) is required: where checkpoints, metrics and summary go")
-    run_dir = Path(cfg.train.out_dir).expanduser()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} is a file; give a folder for the run")
+    run_dir = builders.run_dir_of(cfg)
     if not (resume or resume_from):
         if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
             raise UserError(f"{run_dir} already exists; choose a new --out, or add --resume to continue that run")
@@ -139,22 +142,58 @@ def open_run_dir(cfg: Config, resume: bool, resume_from: str | Path | None = Non
         if resume_from:
             raise UserError(f"--resume-from {source} does not exist; pass a checkpoint file such as "
                             f"{run_dir / CHECKPOINTS / 'best.pt'}")
-        return run_dir, None, _start_over(run_dir, cfg)
-    return run_dir, source, resume_config(cfg, read_checkpoint(source)["config"])
+        return run_dir, None, _start_over(run_dir, cfg, lock)
+    source, ckpt = _readable_checkpoint(run_dir, source, fallback and not resume_from)
+    return run_dir, source, resume_config(cfg, ckpt["config"])
 
 
-def _start_over(run_dir: Path, cfg: Config) -> Config:
-    """A run without a checkpoint to resume (it died before its first one): clear it and start it again."""
+def missing_run_error(run_dir: Path) -> UserError:
+    """`--resume` on a folder that does not exist: the error, naming the nearest run folders beside it."""
+    parent = run_dir.parent
+    if not parent.is_dir():
+        return UserError(f"--resume: {run_dir} does not exist (nor does {parent}); give the folder of the run to "
+                         "continue, or drop --resume to start a new run")
+    runs = sorted(p.name for p in parent.iterdir() if p.is_dir() and ((p / CONFIG).is_file() or (p / CHECKPOINTS)
+                                                                        .is_dir()))
+    near = difflib.get_close_matches(run_dir.name, runs, n=3, cutoff=0.5)
+    hint = (f"the nearest run folders are {', '.join(str(parent / name) for name in near)}" if near else
+            f"no run folder in {parent} has a similar name" + (f" (it holds {', '.join(runs[:3])})" if runs else ""))
+    return UserError(f"--resume: {run_dir} does not exist; {hint}; drop --resume to start a new run")
+
+
+def _readable_checkpoint(run_dir: Path, source: Path, fallback: bool) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume from and its content: `source`, or with `fallback` (when `source` fails its check)
+    the run's newest checkpoint that passes it."""
+    try:
+        return source, read_checkpoint(source)
+    except UserError as exc:
+        if not fallback:
+            raise UserError(f"{exc}; add --fallback to continue from the run's newest good checkpoint") from None
+        damaged = exc
+    good = []
+    for path in sorted((run_dir / CHECKPOINTS).glob("*.pt")):
+        if path != source:
+            with contextlib.suppress(UserError):
+                good.append((read_checkpoint(path), path))
+    if not good:
+        raise UserError(f"{damaged}; --fallback found no other good checkpoint in {run_dir / CHECKPOINTS}")
+    ckpt, path = max(good, key=lambda item: int(item[0].get("step") or 0))
+    log.warning("%s; --fallback: continuing from %s (step %s)", damaged, path, ckpt.get("step"))
+    return path, ckpt
+
+
+def _start_over(run_dir: Path, cfg: Config, lock: RunLock | None) -> Config:
+    """A run without a checkpoint to resume (it died before its first one, e.g. a requeued Slurm job): delete its
+    run files, and only those, and start it again from its config.yaml."""
     has_config = (run_dir / CONFIG).is_file()
+    tried = (run_dir / LOCK).is_file() and not (lock is not None and lock.made_lock)  # an attempt took the lock
+    if not has_config and not tried:
+        raise UserError(f"--resume: {run_dir} holds no run to continue (no config.yaml, no checkpoint); drop "
+                        "--resume to start a new run there")
     resumed = resume_config(cfg, config_to_dict(read_config(run_dir))) if has_config else cfg
-    if has_config or any(p.name != LOCK for p in run_dir.iterdir()):
-        log.info("%s has no checkpoint yet (the run stopped before its first one); starting it over%s", run_dir,
-                 " from its config.yaml" if has_config else "")
-    else:
-        log.info("%s holds no run yet; --resume starts a new one there", run_dir)
-    for path in run_dir.iterdir() if run_dir.is_dir() else ():
-        if path.name != LOCK:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    clear_run(run_dir)  # refuses, deleting nothing, a folder with files resnetlab did not write
+    log.warning("%s has no checkpoint yet (the run stopped before its first one); starting it over%s", run_dir,
+                " from its config.yaml" if has_config else "")
     return resumed
 
 
@@ -302,6 +341,7 @@ def restore(run: Run, ckpt: dict[str, Any]) -> None:
         run.scaler.load_state_dict(ckpt["scaler"])
     run.train_loader.load_state_dict(ckpt["loader"])  # counts global batches: the same on any world size
     run.state = TrainState(**ckpt["progress"])
+    run.saved_step = run.state.step
     run.stop_reason = ckpt.get("stop_reason")
     saved_hooks = ckpt.get("hooks", {})
     for hook in run.hooks:

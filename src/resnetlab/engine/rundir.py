@@ -23,12 +23,14 @@ import contextlib
 import csv
 import errno
 import fcntl
+import fnmatch
 import io
 import json
 import logging
 import math
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,17 +48,27 @@ TEMP_MARK = ".tmp-"  # temporary files are named .NAME.tmp-PID
 SUMMARY_KEYS = ("best_val_acc", "test_acc", "test_acc_final", "steps")
 METRIC_KEYS = ("step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "time_s")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+RERUN_RESUME = "run the same command with --resume (the earlier checkpoints are kept)"
+RERUN = "run the command again (nothing half-written was left)"
+# The run format: every name resnetlab writes in a run directory (starting a run over deletes these, and only these).
+OWNED_FILES = (CONFIG, METRICS, SUMMARY, LOCK, "report.html")
+OWNED_GLOBS = ("eval_*.json", "confusion_*.csv")
+OWNED_DIRS = {CHECKPOINTS: "*.pt", "plots": "*.png", "tb": "events.out.tfevents.*"}  # folder: its files
+PAUSE_BEFORE_LOCK = "RESNETLAB_TEST_PAUSE_BEFORE_LOCK"  # tests only: a handshake folder (see _test_pause)
 
 
 # ---------------------------------------------------------------------------------------- atomic writes
 
 
-def atomic_write(path: str | Path, data: bytes | memoryview | str) -> Path:
+def atomic_write(path: str | Path, data: bytes | memoryview | str, *, rerun: str = RERUN_RESUME) -> Path:
     """Write `data` (bytes or text) to `path` atomically.
 
+    Args:
+        rerun: what to do once there is space again (the end of the disk-full message).
+
     Raises:
-        TrainingFailed: the disk is full (the old file, if any, is kept).
-        UserError: the file cannot be written (read-only folder, a parent that is a file, no permission).
+        TrainingFailed: the disk is full or read-only (the old file, if any, is kept).
+        UserError: the file cannot be written (a parent that is a file, no permission).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
@@ -68,7 +80,7 @@ def atomic_write(path: str | Path, data: bytes | memoryview | str) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise write_error(path, exc) from None
+        raise write_error(path, exc, rerun) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
@@ -76,12 +88,15 @@ def atomic_write(path: str | Path, data: bytes | memoryview | str) -> Path:
     return path
 
 
-def write_error(path: Path, exc: OSError) -> Exception:
-    """The one-line error for a file that could not be written."""
+def write_error(path: Path, exc: OSError, rerun: str = RERUN_RESUME) -> Exception:
+    """The one-line error for a file that could not be written: TrainingFailed (exit 1) for a full or read-only
+    disk, UserError (exit 2) for a place that cannot hold a file."""
     if exc.errno in _DISK_FULL:
         free = _free_space(path.parent)
-        return TrainingFailed(f"no space left on the device for {path} ({free} free); free some space, then run the "
-                              "same command with --resume (the earlier checkpoints are kept)")
+        return TrainingFailed(f"no space left on the device for {path} ({free} free); free some space, then {rerun}")
+    if exc.errno == errno.EROFS:
+        return TrainingFailed(f"cannot write {path}: the file system is read-only; nothing was written there "
+                              "(write to another folder)")
     reason = exc.strerror or str(exc)
     return UserError(f"cannot write {path}: {reason}; choose a folder you can write to")
 
@@ -121,9 +136,9 @@ def remove_stale_temp_files(run_dir: Path) -> None:
 # ------------------------------------------------------------------------------------------------ JSON
 
 
-def write_json(path: Path, obj: Any) -> Path:
+def write_json(path: Path, obj: Any, *, rerun: str = RERUN_RESUME) -> Path:
     """`obj` as indented JSON, atomically."""
-    return atomic_write(path, json.dumps(obj, indent=2) + "\n")
+    return atomic_write(path, json.dumps(obj, indent=2) + "\n", rerun=rerun)
 
 
 def read_json(path: Path) -> Any:
@@ -274,14 +289,14 @@ def evaluation_tag(split: str, *, tta: bool | str = False, data: str | None = No
 def write_evaluation(out: Path, tag: str, result: dict[str, Any]) -> dict[str, str]:
     """OUT/eval_<tag>.json (the result without its file list) and OUT/confusion_<tag>.csv; returns their paths."""
     files = {"metrics": out / f"eval_{tag}.json", "confusion csv": out / f"confusion_{tag}.csv"}
-    write_json(files["metrics"], {k: v for k, v in result.items() if k != "files"})
+    write_json(files["metrics"], {k: v for k, v in result.items() if k != "files"}, rerun=RERUN)
     if "confusion_matrix" in result:
         classes = [row["class"] for row in result["per_class"]]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["true \\ predicted", *classes])
         writer.writerows([name, *row] for name, row in zip(classes, result["confusion_matrix"], strict=True))
-        atomic_write(files["confusion csv"], buffer.getvalue())
+        atomic_write(files["confusion csv"], buffer.getvalue(), rerun=RERUN)
     else:
         del files["confusion csv"]
     return {label: str(path) for label, path in files.items()}
@@ -303,30 +318,171 @@ def read_evaluation(run_dir: Path, tag: str = "test") -> dict[str, Any] | None:
 # ------------------------------------------------------------------------------------------------- lock
 
 
+class RunLock:
+    """What `lock_run_dir` did to take the lock: the folders it made and whether it made the lock file."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.made_dirs: list[Path] = []  # made by this process, outermost first
+        self.made_lock = False
+        self.was_empty = False  # RUN_DIR held nothing but the lock file when the lock was taken
+
+    def undo(self) -> None:
+        """Remove what this process added since it took the lock, when the command is refused: the run files of a
+        folder that was empty then (they are this process's), the lock file and the folders it made, once empty.
+        Anything else is kept; a folder is only ever removed empty."""
+        if self.was_empty:
+            for path in owned_files(self.run_dir):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            _remove_empty_owned_dirs(self.run_dir)
+        if self.made_lock:
+            with contextlib.suppress(OSError):
+                (self.run_dir / LOCK).unlink()
+        for folder in reversed(self.made_dirs):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: never a tree
+
+
+def _make_dirs(run_dir: Path, lock: RunLock) -> None:
+    """mkdir -p that records the folders this process made (another process may make them at the same time)."""
+    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+            lock.made_dirs.append(folder)
+        except FileExistsError:
+            pass
+    if os.environ.get(PAUSE_BEFORE_LOCK):
+        _test_pause(Path(os.environ[PAUSE_BEFORE_LOCK]))
+
+
+def _test_pause(handshake: Path) -> None:
+    """Test hook (RESNETLAB_TEST_PAUSE_BEFORE_LOCK=DIR): write DIR/paused, wait for DIR/go (races made exact)."""
+    (handshake / "paused").write_text(f"{os.getpid()}\n")
+    while not (handshake / "go").exists():
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
-def lock_run_dir(run_dir: Path, what: str = "trained") -> Iterator[None]:
+def lock_run_dir(run_dir: Path, what: str = "trained") -> Iterator[RunLock]:
     """Hold RUN_DIR/.lock (an exclusive fcntl lock) for the body; the OS releases it when the process dies.
+
+    A process that does not get the lock changes nothing (it neither removes nor writes a file). The body decides
+    what the folder holds only once the lock is held; a body that refuses the command calls `RunLock.undo()`.
 
     Raises:
         UserError: another live process holds it (the message names its PID).
     """
+    lock = RunLock(run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        _make_dirs(run_dir, lock)
+        fd = _open_locked(run_dir, lock, what)
     except OSError as exc:
         raise write_error(run_dir / LOCK, exc) from None
     try:
+        lock.was_empty = not any(p.name != LOCK for p in run_dir.iterdir())
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield lock
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _open_locked(run_dir: Path, lock: RunLock, what: str) -> int:
+    """The descriptor of RUN_DIR/.lock, locked. A lock file removed by a refused process between our open and our
+    flock is opened again, so two processes never hold two different files."""
+    path = run_dir / LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            lock.made_lock = True
+        except FileExistsError:
+            fd = os.open(path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise UserError(f"{run_dir} is being {what} by another process (PID {holder}); wait for it to end, or "
                             "choose another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        os.close(fd)
+        lock.made_lock = False
+
+
+# ---------------------------------------------------------------------------------- what a run folder holds
+
+
+def _owned(rel: Path, is_file: bool) -> bool:
+    """Whether RUN_DIR/rel (a plain file or a real folder, no link) is of the run format."""
+    parts = rel.parts
+    if len(parts) == 1:
+        name = parts[0]
+        if not is_file:
+            return name in OWNED_DIRS
+        return name in OWNED_FILES or TEMP_MARK in name or any(fnmatch.fnmatch(name, g) for g in OWNED_GLOBS)
+    if len(parts) == 2 and is_file and parts[0] in OWNED_DIRS:
+        return TEMP_MARK in parts[1] or fnmatch.fnmatch(parts[1], OWNED_DIRS[parts[0]])
+    return False
+
+
+def _walk(run_dir: Path) -> Iterator[tuple[Path, bool]]:
+    """(path, owned) of every entry of RUN_DIR, and of the entries of its run-format folders; links are never
+    followed (and never owned)."""
+    for path in sorted(run_dir.iterdir()):
+        rel = path.relative_to(run_dir)
+        if path.is_symlink():
+            yield path, False
+        elif path.is_dir():
+            if not _owned(rel, is_file=False):
+                yield path, False
+                continue
+            for inner in sorted(path.iterdir()):
+                plain = inner.is_file() and not inner.is_symlink()
+                yield inner, plain and _owned(inner.relative_to(run_dir), is_file=True)
+        else:
+            yield path, path.is_file() and _owned(rel, is_file=True)
+
+
+def foreign_files(run_dir: Path) -> list[str]:
+    """The entries of RUN_DIR that resnetlab did not write (names relative to it, folders with a trailing /)."""
+    if not run_dir.is_dir():
+        return []
+    return [str(p.relative_to(run_dir)) + ("/" if p.is_dir() and not p.is_symlink() else "")
+            for p, owned in _walk(run_dir) if not owned]
+
+
+def owned_files(run_dir: Path) -> list[Path]:
+    """The files of the run format in RUN_DIR (the lock file excepted)."""
+    return [p for p, owned in _walk(run_dir) if owned and p.name != LOCK] if run_dir.is_dir() else []
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete the run-format files of RUN_DIR (not its lock) and its then-empty run-format folders, and nothing
+    else: never a tree, never a link's target.
+
+    Raises:
+        UserError: RUN_DIR holds anything resnetlab did not write (the message names a few of them).
+    """
+    foreign = foreign_files(run_dir)
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise UserError(f"{run_dir} holds files resnetlab did not write ({shown}); nothing was deleted: move them "
+                        "away, or choose another --out")
+    for path in owned_files(run_dir):
+        path.unlink()
+    _remove_empty_owned_dirs(run_dir)
+
+
+def _remove_empty_owned_dirs(run_dir: Path) -> None:
+    for name in OWNED_DIRS:
+        folder = run_dir / name
+        if folder.is_dir() and not folder.is_symlink():
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def write_csv_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:

@@ -30,8 +30,12 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
-def process_settings(cfg: Config, device: torch.device, is_main: bool = True) -> Iterator[StopSignals]:
-    """Threads, deterministic algorithms, signal handlers (and quiet logs off rank 0) for the run; then the old ones."""
+def process_settings(cfg: Config, device: torch.device, is_main: bool = True, stop: StopSignals | None = None
+                     ) -> Iterator[StopSignals]:
+    """Threads, deterministic algorithms, signal handlers (and quiet logs off rank 0) for the run; then the old ones.
+
+    `stop`: signal handlers the caller installed already (before it loaded anything); else they are installed here.
+    """
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     benchmark = torch.backends.cudnn.benchmark
     package_log = logging.getLogger("resnetlab")
@@ -45,13 +49,29 @@ def process_settings(cfg: Config, device: torch.device, is_main: bool = True) ->
     torch.use_deterministic_algorithms(cfg.train.deterministic)
     torch.backends.cudnn.benchmark = device.type == "cuda" and not cfg.train.deterministic
     try:
-        with StopSignals() as stop:
+        if stop is not None:
             yield stop
+        else:
+            with StopSignals() as stop:
+                yield stop
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         torch.backends.cudnn.benchmark = benchmark
         package_log.setLevel(log_level)
+
+
+@contextlib.contextmanager
+def quiet_logs(quiet: bool) -> Iterator[None]:
+    """With `quiet`, resnetlab's INFO messages are off for the body (warnings and errors remain)."""
+    package_log = logging.getLogger("resnetlab")
+    level = package_log.level
+    if quiet:
+        package_log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        package_log.setLevel(level)
 
 
 class StopSignals:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -37,9 +36,9 @@ from resnetlab.engine.distributed import (
 )
 from resnetlab.engine.evaluate import evaluate_model
 from resnetlab.engine.hooks import Hook
-from resnetlab.engine.run import Run, build_run, checkpoint_state, open_run_dir
-from resnetlab.engine.rundir import CONFIG, LOCK, lock_run_dir, remove_stale_temp_files, write_summary
-from resnetlab.engine.runtime import process_settings
+from resnetlab.engine.run import Run, build_run, checkpoint_state, missing_run_error, open_run_dir
+from resnetlab.engine.rundir import RunLock, lock_run_dir, remove_stale_temp_files, write_summary
+from resnetlab.engine.runtime import StopSignals, process_settings, quiet_logs
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
 from resnetlab.models import summarize
 
@@ -57,7 +56,7 @@ class RunResult:
 # ------------------------------------------------------------------------------------------- train()
 
 
-def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None = None,
+def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None = None, fallback: bool = False,
           hooks: Sequence[Hook] = ()) -> RunResult:
     """Train a model as `cfg` says and test it once at the end.
 
@@ -66,6 +65,8 @@ def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None =
         resume: continue the run in `train.out_dir` from checkpoints/last.pt with the run's own config (a run
             that stopped before its first checkpoint starts over).
         resume_from: continue from this checkpoint instead (e.g. checkpoints/best.pt when last.pt is damaged).
+        fallback: with `resume`, a last.pt that fails its integrity check gives way to the run's newest checkpoint
+            that passes it (named in a warning); without it such a last.pt is an error.
         hooks: techniques attached to the training path (see `resnetlab.engine.hooks.Hook`), after those the
             config turns on.
 
@@ -80,43 +81,61 @@ def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None =
     """
     wall_start = time.perf_counter()
     env = DistEnv.from_environ()
-    device = builders.select_device(cfg.train.device, env.local_rank)
-    init_distributed(env, device, cfg.dist.timeout_s)
-    run_dir = builders.run_dir_of(cfg)
-    created = env.is_main and not run_dir.exists()
-    try:
-        with lock_run_dir(run_dir) if env.is_main else contextlib.nullcontext():
-            source, cfg = _open(cfg, env, resume, resume_from)
-            with process_settings(cfg, device, env.is_main) as stop, collective_failures(env, cfg.dist.timeout_s):
-                ckpt = read_checkpoint(source) if source is not None else None
-                run = build_run(cfg, env, device, run_dir, ckpt, stop, hooks)
-                try:
-                    fit(run)
-                    summary = finish(run, wall_start)
-                finally:
-                    if run.logger is not None:
-                        run.logger.close()
-    except UserError:
-        if created:
-            _remove_if_unused(run_dir)  # a refused setting leaves no run directory behind
-        raise
-    finally:
-        destroy_distributed()
+    with StopSignals() as stop, quiet_logs(cfg.train.quiet):  # handlers first: a signal from now on stops cleanly
+        device = builders.select_device(cfg.train.device, env.local_rank)
+        init_distributed(env, device, cfg.dist.timeout_s)
+        try:
+            run_dir = builders.run_dir_of(cfg)
+            if env.is_main and resume and not resume_from and not run_dir.exists():
+                raise missing_run_error(run_dir)  # a mistyped path: nothing is created
+            with lock_run_dir(run_dir) if env.is_main else contextlib.nullcontext() as lock:
+                summary = _train_locked(cfg, env, device, stop, lock, wall_start,
+                                        (resume, resume_from, fallback, hooks))
+        finally:
+            destroy_distributed()
     return RunResult(run_dir=run_dir, summary=summary, is_main_process=env.is_main)
 
 
-def _remove_if_unused(run_dir: Path) -> None:
-    """Delete a run directory this process created when nothing but its lock (and config.yaml) is in it."""
-    leftovers = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    if leftovers <= {LOCK, CONFIG}:
-        shutil.rmtree(run_dir, ignore_errors=True)
+def _train_locked(cfg: Config, env: DistEnv, device: torch.device, stop: StopSignals, lock: RunLock | None,
+                  wall_start: float, how: tuple[bool, str | Path | None, bool, Sequence[Hook]]) -> dict[str, Any]:
+    """Decide (new run, resume, start over) holding the run directory's lock, then build, train and test the run.
+
+    A command refused before training starts (a bad setting, missing data, a signal) removes what it added: the
+    lock file, and the folder and run files when the folder was empty (`RunLock.undo`)."""
+    resume, resume_from, fallback, hooks = how
+    started = False
+    try:
+        source, cfg = _open(cfg, env, resume, resume_from, fallback, lock)
+        with process_settings(cfg, device, env.is_main, stop), collective_failures(env, cfg.dist.timeout_s):
+            ckpt = read_checkpoint(source) if source is not None else None
+            run = build_run(cfg, env, device, builders.run_dir_of(cfg), ckpt, stop, hooks)
+            _stop_before_training(run)
+            started = True
+            try:
+                fit(run)
+                return finish(run, wall_start)
+            finally:
+                if run.logger is not None:
+                    run.logger.close()
+    except (UserError, Interrupted):
+        if lock is not None and not started:
+            lock.undo()
+        raise
 
 
-def _open(cfg: Config, env: DistEnv, resume: bool, resume_from: str | Path | None) -> tuple[Path | None, Config]:
+def _stop_before_training(run: Run) -> None:
+    """A signal that came while the run was built (the data loading) stops it before its first step."""
+    if run.stop.signum is not None:
+        raise Interrupted(run.stop.signum, f"interrupted by signal {run.stop.signum} before training (re)started at "
+                          f"step {run.state.step}; nothing was saved: run the same command again")
+
+
+def _open(cfg: Config, env: DistEnv, resume: bool, resume_from: str | Path | None, fallback: bool,
+          lock: RunLock | None) -> tuple[Path | None, Config]:
     """Rank 0 decides (new run, resume, or start over) and tells the other ranks: the checkpoint and the config."""
     decision = None
     if env.is_main:
-        run_dir, source, cfg = open_run_dir(cfg, resume, resume_from)
+        run_dir, source, cfg = open_run_dir(cfg, resume, resume_from, fallback=fallback, lock=lock)
         remove_stale_temp_files(run_dir)
         if source is None:
             cfg = builders.drop_foreign_options(cfg)
@@ -127,6 +146,8 @@ def _open(cfg: Config, env: DistEnv, resume: bool, resume_from: str | Path | Non
 
 def fit(run: Run) -> None:
     """Train for `run.total_iters` iterations (or until a hook stops the run), logging and evaluating."""
+    if run.state.step == 0:
+        _check_start(run)
     _announce(run)
     now = time.perf_counter()
     run.clock.update(loop_start=now, loop_base=run.state.train_time_s, last_message=now)
@@ -242,12 +263,15 @@ def finish(run: Run, wall_start: float) -> dict[str, Any]:
                                        world_size=run.env.world_size)
     test = {"num_classes": len(run.data.classes), "amp_dtype": run.amp, "tta": run.cfg.eval.tta,
             "progress": run.logger is not None and run.logger.interactive, "what": "test"}
-    final = evaluate_model(run.eval_net, test_loader, **test)
+    batches = test_loader if run.env.distributed else _until_stopped(test_loader, run)
+    final = evaluate_model(run.eval_net, batches, **test)
+    _stop_if_signalled(run)
     best = final
     if run.state.best_step != run.state.step:
         best_net = copy.deepcopy(run.eval_net)
         best_net.load_state_dict(read_checkpoint(run.checkpoints / "best.pt")["model"])  # the evaluated weights
-        best = evaluate_model(best_net, test_loader, **test)
+        best = evaluate_model(best_net, batches, **test)
+        _stop_if_signalled(run)
     summary = _summary(run, best, final, wall_start)
     if run.env.is_main:
         assert run.logger is not None
@@ -258,6 +282,32 @@ def finish(run: Run, wall_start: float) -> dict[str, Any]:
         both = f", {100 * summary['test_acc_final']:.2f}% (final model)" if run.val_loader is not None else ""
         run.logger.info("test accuracy %.2f%% (%s)%s; %s", 100 * summary["test_acc"], selected, both, run.run_dir)
     return summary
+
+
+class _until_stopped:  # noqa: N801 (used like a function: the loader's batches until a stop signal)
+    """The batches of `loader` until SIGINT/SIGTERM asks the run to stop (the final test then ends early)."""
+
+    def __init__(self, loader: Any, run: Run) -> None:
+        self.loader, self.run = loader, run
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        for batch in self.loader:
+            if self.run.stop.signum is not None:
+                return
+            yield batch
+
+
+def _stop_if_signalled(run: Run) -> None:
+    """During the final test, a stop signal ends the run with the line of a stop during training: last.pt holds
+    the final step, so --resume only tests (as `resnetlab evaluate` would)."""
+    signum = run.stop.signum
+    if run.env.distributed:
+        signum = (signum or int(signal.SIGTERM)) if any_rank(signum is not None, run.device) else None
+    if signum is not None:
+        raise Interrupted(signum, _interrupted_message(run, signum))
 
 
 def _summary(run: Run, best: dict[str, Any], final: dict[str, Any], wall_start: float) -> dict[str, Any]:
@@ -350,9 +400,25 @@ def _check_finite(run: Run) -> None:
     state_ok = torch.stack([t.isfinite().all() for t in tensors]).all()
     bad = any_rank(not bool(run.finite & state_ok), run.device)
     if bad:
-        where = f"; {run.checkpoints / 'last.pt'} keeps the last good state" if run.run_dir is not None else ""
         raise TrainingFailed(f"the loss became NaN or infinite before step {run.state.step} (lr {run.state.lr:.3g})"
-                             f"{where}; lower optim.lr or set train.grad_clip")
+                             f"{_saved_state(run)}; lower optim.lr or set train.grad_clip")
+
+
+def _saved_state(run: Run) -> str:
+    """What a failed run keeps: the checkpoint that exists (and its step), or that nothing was saved."""
+    if run.run_dir is None:
+        return ""
+    if run.saved_step is None:
+        return "; no checkpoint was saved yet (nothing to resume: the run must start over)"
+    return f"; {run.checkpoints / 'last.pt'} keeps the last good state (step {run.saved_step})"
+
+
+def _check_start(run: Run) -> None:
+    """A run whose weights are NaN or infinite before its first step fails at once, saying so (no lr is to blame)."""
+    tensors = [t.detach() for t in (*run.net.parameters(), *run.net.buffers()) if t.is_floating_point()]
+    if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+        raise TrainingFailed(f"the starting weights hold NaN or infinite values (model {run.cfg.model.name}, "
+                             f"weights {run.cfg.model.weights or 'initialised'}); nothing was trained or saved")
 
 
 def _stop_signal(run: Run) -> int | None:
@@ -373,10 +439,15 @@ def _interrupt(run: Run, signum: int) -> None:
     state = checkpoint_state(run)  # on every rank: it reduces the partial train metrics
     if run.env.is_main and run.run_dir is not None:
         save_checkpoint(run.checkpoints / "last.pt", state)
+    run.saved_step = run.state.step if run.run_dir is not None else None
     barrier()
+    raise Interrupted(signum, _interrupted_message(run, signum))
+
+
+def _interrupted_message(run: Run, signum: int) -> str:
     where = f"checkpoint saved ({run.checkpoints / 'last.pt'}), continue with --resume (Python: resume=True)" \
         if run.run_dir else "nothing saved"
-    raise Interrupted(signum, f"interrupted by signal {signum} at step {run.state.step}; {where}")
+    return f"interrupted by signal {signum} at step {run.state.step}; {where}"
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -395,6 +466,7 @@ def _save_checkpoints(run: Run, val_acc: float | None) -> None:
     dropped = _update_top_k(run, val_acc)
     state = checkpoint_state(run)  # on every rank: it reduces the partial train metrics
     if not run.env.is_main or run.run_dir is None:
+        run.saved_step = s.step if run.run_dir is not None else None
         barrier()
         return
     if improved:
@@ -404,6 +476,7 @@ def _save_checkpoints(run: Run, val_acc: float | None) -> None:
     for step in dropped:
         (run.checkpoints / f"top-{step:08d}.pt").unlink(missing_ok=True)
     save_checkpoint(run.checkpoints / "last.pt", state)
+    run.saved_step = s.step
     barrier()
 
 

@@ -1,7 +1,9 @@
 """One checkpoint format: a dict of tensors and plain Python values, written atomically.
 
 Only tensors and plain values go in, so `torch.load(weights_only=True)` reads it: loading a checkpoint
-never runs code. Keys (FORMAT_VERSION 1): model (state dict, unwrapped from DDP/compile), optimizer,
+never runs code. The file carries the SHA-256 of what torch.save wrote (models/integrity.py), checked on every
+read before anything is unpickled: a changed byte is a one-line error naming the file.
+Keys (FORMAT_VERSION 1): model (state dict, unwrapped from DDP/compile), optimizer,
 scheduler, scaler, step, epoch, best, rng, loader, metrics, train_time_s, config (plain nested dict),
 classes, normalization ({mean, std} as plain lists), in_chans, image_size, num_classes, format_version,
 world_size (the processes that trained it; with dist.batch_size=global any number may resume it).
@@ -23,6 +25,7 @@ from resnetlab.engine.builders import build_model
 from resnetlab.engine.config import config_from_dict
 from resnetlab.engine.rundir import atomic_write
 from resnetlab.errors import UserError
+from resnetlab.models.integrity import seal, verify
 from resnetlab.models.registry import unreadable_reason
 
 FORMAT_VERSION = 1
@@ -38,7 +41,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """
     buffer = io.BytesIO()  # serialized first: a full disk then fails in one plain write, with its errno
     torch.save(state, buffer)
-    return atomic_write(path, buffer.getbuffer())
+    return atomic_write(path, seal(buffer.getbuffer()))  # its SHA-256 goes with it, checked on every load
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -53,6 +56,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                         "directory is accepted)")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    verify(path)  # a changed byte is an error naming the file, before anything is unpickled
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from resnetlab.errors import UserError
-from resnetlab.models import cifar, imagenet
+from resnetlab.models import cifar, imagenet, integrity
 from resnetlab.models.catalog import natural_key
 from resnetlab.models.cifar import ModelBuilder
 from resnetlab.models.pretrained import fetch_weights, get_weights, is_weight_name
@@ -136,6 +136,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                         "torch.save")
     if not path.is_file():
         raise UserError(f"weights file {path} not found; pass a state dict or checkpoint saved with torch.save")
+    integrity.verify(path, "weights file")  # our SHA-256, or the zip's CRC-32s: a changed byte is an error
     try:
         with warnings.catch_warnings():  # a plain pickle of protocol > 2 warns before it fails: one line is enough
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

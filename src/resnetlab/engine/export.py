@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
+import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,13 +33,15 @@ from torch import nn
 from resnetlab.data.loader import BatchTransform
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.predict import stored_size
-from resnetlab.errors import UserError
+from resnetlab.engine.rundir import RERUN, TEMP_MARK, atomic_write, write_error, write_json
+from resnetlab.errors import TrainingFailed, UserError
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "pt2")
 EXAMPLE_BATCH = 2  # torch.export specialises a dimension of size 1; any other size keeps the batch dynamic
 MAX_BATCH = 65536
+FREE_MARGIN = 16 * 2**20  # bytes kept free beyond the file itself (the folder entry, the file system's own)
 MAX_SIDE = 8192  # the largest square side a graph without a fixed stored size takes
 INPUT_NAME, OUTPUT_NAME, PROBS_NAME = "images", "logits", "probabilities"
 # The ONNX exporter's libraries log every rewrite at INFO; under the CLI (INFO on stderr) that is noise.
@@ -138,33 +141,43 @@ def _example_images(in_chans: int, side: int | None, resize: int | None) -> torc
     return torch.randint(0, 256, (EXAMPLE_BATCH, in_chans, side, side), generator=generator, dtype=torch.uint8)
 
 
-def check_out(out: Path | str, fmt: str) -> Path:
+def check_out(out: Path | str, fmt: str, force: bool = False) -> Path:
     """`out` as a Path once it is known that a file can be written there (its folder is made if needed).
 
     Raises:
-        UserError: `out` is a directory, lies under a file, or cannot be written (one line).
+        UserError: `out` is a directory, lies under a file, exists (without `force`) or cannot be written.
+        TrainingFailed: the disk is read-only (one line).
     """
     out = Path(out)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name, e.g. {out / ('model.' + fmt)}")
     meta = Path(f"{out}.json")
-    probes: list[Path] = []  # files made here to try, removed again
+    existing = [str(p) for p in (out, meta) if p.exists()]
+    if existing and not force:
+        raise UserError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; add --force to "
+                        "replace, or choose another --out")
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"cannot write {out}: {blocker} is a file, not a folder; choose another --out")
+    probe = out.with_name(f".{out.name}{TEMP_MARK}{os.getpid()}")
     try:
-        blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
-        if blocker is not None:
-            raise UserError(f"cannot write {out}: {blocker} is a file, not a folder; choose another --out")
         out.parent.mkdir(parents=True, exist_ok=True)
-        for path in (out, meta):
-            if not path.exists():
-                probes.append(path)
-            with path.open("ab"):
-                pass
+        probe.touch()  # a file beside `out`, never `out` itself: what was there stays until the export is complete
     except OSError as exc:
-        raise UserError(f"cannot write {exc.filename or out} ({exc.strerror or exc}); choose another --out") from None
+        raise write_error(out, exc, RERUN) from None
     finally:
-        for path in probes:
-            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            probe.unlink()
     return out
+
+
+def _check_free_space(out: Path, size: int) -> None:
+    """A TrainingFailed when the folder of `out` has not room for `size` bytes (checked before writing)."""
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(out.parent).free
+        if free < size + FREE_MARGIN:
+            raise TrainingFailed(f"no space left on the device for {out}: it needs {size / 2**20:.1f} MiB, "
+                                 f"{free / 2**20:.1f} MiB are free; free some space, then {RERUN}")
 
 
 def export_model(model: nn.Module, example: torch.Tensor, fmt: str, out: Path | str, *,
@@ -185,7 +198,6 @@ def export_model(model: nn.Module, example: torch.Tensor, fmt: str, out: Path | 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     dims: dict[int, Any] = {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}
     if dynamic_side:
@@ -194,18 +206,23 @@ def export_model(model: nn.Module, example: torch.Tensor, fmt: str, out: Path | 
     if fmt == "pt2":
         with _quiet_exporter():
             program = torch.export.export(model, (example,), dynamic_shapes=(dims,))
-        torch.export.save(program, out)
-        return out
-    _require_onnx()
-    with _quiet_exporter() as chatter:  # the exporter reports progress with print(); a library logs instead
-        torch.onnx.export(model, (example,), out, input_names=[INPUT_NAME], output_names=[output_name],
-                          dynamic_shapes=(dims,), external_data=False, dynamo=True)
-    for line in chatter.getvalue().splitlines():
-        log.debug("%s", line)
-    return out
+        buffer = io.BytesIO()  # in memory: torch.export.save aborts the process on a full disk
+        torch.export.save(program, buffer)
+        data = buffer.getbuffer()
+    else:
+        _require_onnx()
+        with _quiet_exporter() as chatter:  # the exporter reports progress with print(); a library logs instead
+            program = torch.onnx.export(model, (example,), None, input_names=[INPUT_NAME],
+                                        output_names=[output_name], dynamic_shapes=(dims,), dynamo=True)
+        for line in chatter.getvalue().splitlines():
+            log.debug("%s", line)
+        data = program.model_proto.SerializeToString()
+    _check_free_space(out, len(data))
+    return atomic_write(out, data, rerun=RERUN)  # a temporary file renamed: never half a file at `out`
 
 
-def export_checkpoint(ckpt: Path | str, fmt: str, out: Path | str, include_preprocessing: bool = False) -> Path:
+def export_checkpoint(ckpt: Path | str, fmt: str, out: Path | str, include_preprocessing: bool = False,
+                      force: bool = False) -> Path:
     """`resnetlab export CKPT --format onnx|pt2 --out FILE [--include-preprocessing]`.
 
     Args:
@@ -215,19 +232,22 @@ def export_checkpoint(ckpt: Path | str, fmt: str, out: Path | str, include_prepr
             output.
         include_preprocessing: the graph takes uint8 images at the run's stored size and returns probabilities
             (division by 255, normalization and the run's resize inside); else normalized floats in, logits out.
+        force: replace an existing FILE (and FILE.json); without it they are an error.
 
     Returns:
         The exported file's path.
 
     Raises:
-        UserError: unknown format, missing ONNX packages, a bad checkpoint, or an `out` that cannot be written.
+        UserError: unknown format, missing ONNX packages, a bad checkpoint, an existing `out` without `force`, or
+            an `out` that cannot be written.
+        TrainingFailed: the disk is full or read-only (one line; no partial file is left).
     """
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         _require_onnx()  # before the (slower) checkpoint load
-    out = check_out(out, fmt)
+    out = check_out(out, fmt, force)
     model, info = load_checkpoint(ckpt)
     if include_preprocessing:
         wrapped, side = with_preprocessing(model, info)
@@ -236,7 +256,11 @@ def export_checkpoint(ckpt: Path | str, fmt: str, out: Path | str, include_prepr
     else:
         out = export_model(model, _example_input(info), fmt, out)
     meta = _metadata(info, include_preprocessing)
-    Path(f"{out}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        write_json(Path(f"{out}.json"), meta, rerun=RERUN)
+    except (UserError, TrainingFailed):
+        out.unlink(missing_ok=True)  # a graph without its description would be half an export
+        raise
     log.info("exported %s to %s (metadata in %s.json)", info.get("path"), out, out)
     return out
 

@@ -7,6 +7,7 @@ backend is switched and nothing needs a display.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from matplotlib.figure import Figure
 from resnetlab.data import ImageSet
 from resnetlab.engine.builders import build_data, make_loader, scaled_lr
 from resnetlab.engine.config import Config
-from resnetlab.engine.rundir import read_config, read_metrics, read_summary
+from resnetlab.engine.rundir import RERUN, atomic_write, read_config, read_metrics, read_summary
 from resnetlab.engine.schedule import LRSchedule
 from resnetlab.errors import UserError
 
@@ -41,9 +42,10 @@ def _save(fig: Figure, out: Path | str) -> Path:
         out = out / "curves.png"
     elif not out.suffix:
         out = out.with_name(out.name + ".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=DPI, bbox_inches="tight")
+    buffer = io.BytesIO()  # drawn in memory, then written whole: a full or read-only disk leaves no partial file
+    fig.savefig(buffer, dpi=DPI, bbox_inches="tight", format=out.suffix[1:].lower() or "png")
+    atomic_write(out, buffer.getbuffer(), rerun=RERUN)
     log.info("wrote %s", out)
     return out
 

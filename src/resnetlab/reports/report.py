@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from resnetlab.engine.evaluate import tta_name
-from resnetlab.engine.rundir import atomic_write, read_config, read_evaluation, read_metrics, read_summary
+from resnetlab.engine.rundir import RERUN, atomic_write, read_config, read_evaluation, read_metrics, read_summary
 from resnetlab.errors import UserError
 from resnetlab.reports import plots
 from resnetlab.reports.evaluation import evaluate_run
@@ -313,6 +313,6 @@ def write_report(run_dir: Path | str) -> Path:
     if not run_dir.is_dir() or not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass the --out of 'resnetlab train'")
     notes = _ensure_pieces(run_dir)
-    out = atomic_write(run_dir / "report.html", _render(run_dir, notes))
+    out = atomic_write(run_dir / "report.html", _render(run_dir, notes), rerun=RERUN)
     log.info("wrote %s", out)
     return out

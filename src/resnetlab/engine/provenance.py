@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -27,17 +28,34 @@ log = logging.getLogger(__name__)
 RESUME_KEYS = ("torch", "cpu_capability")
 
 
-def git_commit(path: Path | None = None) -> str | None:
-    """The commit of the checkout resnetlab runs from (with "+dirty" for uncommitted changes), or None."""
-    folder = path or Path(__file__).resolve().parent
+def git_commit(path: Path | None = None, cwd: Path | None = None) -> str | None:
+    """The commit of the checkout resnetlab runs from (with "+dirty" for uncommitted changes), or None.
+
+    Read only when the command runs inside that checkout (`cwd`, default the working directory): a package
+    installed from a checkout elsewhere never touches that repository. Git runs with `--no-optional-locks` and
+    only `rev-parse` and `diff --quiet`, so it takes no lock (`.git/index.lock`) a user committing there would meet.
+    """
+    top = _work_tree(path or Path(__file__).resolve().parent)
+    here = (cwd or Path.cwd()).resolve()
+    if top is None or (here != top and top not in here.parents):
+        return None
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    git = ["git", "--no-optional-locks", "-C", str(top)]
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=folder, capture_output=True, text=True,
-                              timeout=5)
+        head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
+                              env=env)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=5)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--"], capture_output=True, timeout=5, env=env)
+        return head.stdout.strip() + ("+dirty" if dirty.returncode == 1 else "")
+    return None
+
+
+def _work_tree(folder: Path) -> Path | None:
+    """The top of the git work tree holding `folder` (found by its .git entry, without running git), or None."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate.resolve()
     return None
 
 

@@ -47,6 +47,13 @@ class FolderListing:
 
 
 def _class_names(folder: Path) -> list[str]:
+    """The class folders of `folder`. A hidden (dot-named) folder holding images is an error naming it: it would be
+    a class dropped without a word; one without images (.git, .ipynb_checkpoints) is skipped."""
+    hidden = sorted(d for d in folder.iterdir() if d.is_dir() and d.name.startswith("."))
+    with_images = [d for d in hidden if _image_files(d)]
+    if with_images:
+        raise UserError(f"{with_images[0]} is a hidden folder (its name starts with a dot) holding images; rename it "
+                        "without the dot to make it a class, or move it out of the image folder")
     names = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not names:
         raise UserError(f"{folder} has no class folders; put the images in {folder}/CLASS_NAME/")

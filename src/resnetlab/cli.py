@@ -11,7 +11,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -96,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from resnetlab.engine.trainer import train
 
-    result = train(config, resume=resume, resume_from=args.resume_from)
+    result = train(config, resume=resume, resume_from=args.resume_from, fallback=args.fallback)
     if result.is_main_process:
         if config.train.quiet:
             print(f"test accuracy: {100 * result.summary['test_acc']:.2f}%")
@@ -171,7 +173,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from resnetlab.engine.export import export_checkpoint
 
-    print(export_checkpoint(args.checkpoint, args.format, args.out, include_preprocessing=args.include_preprocessing))
+    print(export_checkpoint(args.checkpoint, args.format, args.out, include_preprocessing=args.include_preprocessing,
+                            force=args.force))
     return 0
 
 
@@ -274,7 +277,10 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
                    "stopped before its first checkpoint starts over)")
     p.add_argument("--resume-from", metavar="CKPT", help="continue RUN_DIR from this checkpoint instead of "
                    "last.pt (e.g. RUN_DIR/checkpoints/best.pt)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines (the files are still written)")
+    p.add_argument("--fallback", action="store_true", help="with --resume: when last.pt fails its integrity check, "
+                   "continue from the run's newest checkpoint that passes it (named in a warning)")
+    p.add_argument("--quiet", action="store_true", help="print only the final result, warnings and errors (the "
+                   "files are still written)")
     p.add_argument("--print-config", action="store_true", help="print every config key with its value and exit")
     p.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
     p.set_defaults(func=cmd_train)
@@ -342,6 +348,7 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-preprocessing", action="store_true",
                    help="the graph takes uint8 NCHW images at the run's stored size and returns probabilities "
                    "(/255, normalization and the run's resize inside it); default: normalized floats in, logits out")
+    p.add_argument("--force", action="store_true", help="replace FILE (and FILE.json) if they exist")
     p.set_defaults(func=cmd_export)
 
 
@@ -420,6 +427,7 @@ def _discard_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
     logging.basicConfig(format="resnetlab: %(message)s", level=logging.INFO, stream=sys.stderr)
+    previous = _stop_on_sigterm()
     try:
         args = build_parser().parse_args(argv)
         code = args.func(args)
@@ -440,3 +448,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("resnetlab: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Interrupted(signum, f"interrupted by signal {signum}; nothing was saved: run the same command again")
+
+
+def _stop_on_sigterm() -> object:
+    """SIGTERM before a command installs its own handler (while torch loads) ends it with one line and 143, as
+    Ctrl-C does with 130; returns the handler to put back (None off the main thread, where none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)

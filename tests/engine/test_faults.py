@@ -16,21 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from support.enginekit import cli_args, read_rows
+from support.faultkit import FAULT_SETTINGS, WORKER, run_worker, same_weights, stray_files, without_timing
 
 from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.rundir import TEMP_MARK
-
-WORKER = Path(__file__).resolve().parents[1] / "support" / "fault_worker.py"
-# 2 epochs of 12 steps, evaluated every 5 steps (checkpoints at 5, 10, 15, 20, 24), rows every 3 steps.
-FAULT_SETTINGS = {"train__eval_every": 5, "train__log_every": 3, "data__crop_padding": 2, "data__flip": True}
-
-
-def run_worker(fault: str, n: int, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(WORKER), fault, str(n), *argv], capture_output=True, text=True,
-                          env=env, timeout=300, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +29,6 @@ def straight(tiny_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("straight") / "run"
     assert run_worker("none", 0, cli_args(tiny_root, out, **FAULT_SETTINGS)).returncode == 0
     return out
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    wa, wb = (read_checkpoint(p / "checkpoints" / "last.pt")["model"] for p in (a, b))
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def stray_files(run_dir: Path) -> list[str]:
-    return [str(p) for p in run_dir.rglob("*") if TEMP_MARK in p.name]
-
-
-def without_timing(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("images_per_s", "time_s")} for r in rows]
 
 
 @pytest.mark.slow

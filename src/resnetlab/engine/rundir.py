@@ -326,6 +326,8 @@ class RunLock:
         self.made_dirs: list[Path] = []  # made by this process, outermost first
         self.made_lock = False
         self.was_empty = False  # RUN_DIR held nothing but the lock file when the lock was taken
+        self.fd: int | None = None
+        self.previous = b""  # what a lock file made before held (the PID of its last holder)
 
     def undo(self) -> None:
         """Remove what this process added since it took the lock, when the command is refused: the run files of a
@@ -339,6 +341,10 @@ class RunLock:
         if self.made_lock:
             with contextlib.suppress(OSError):
                 (self.run_dir / LOCK).unlink()
+        elif self.fd is not None:  # a lock file found there gets its old content back: not a byte changes
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+                os.pwrite(self.fd, self.previous, 0)
         for folder in reversed(self.made_dirs):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: never a tree
@@ -382,6 +388,7 @@ def lock_run_dir(run_dir: Path, what: str = "trained") -> Iterator[RunLock]:
         raise write_error(run_dir / LOCK, exc) from None
     try:
         lock.was_empty = not any(p.name != LOCK for p in run_dir.iterdir())
+        lock.fd, lock.previous = fd, os.pread(fd, 64, 0)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield lock

@@ -160,6 +160,27 @@ def test_the_loser_of_a_race_for_the_lock_changes_nothing(tiny_root, tmp_path, s
     assert_equal_to(out, straight)
 
 
+def test_two_processes_released_at_once_train_one_run(tiny_root, tmp_path, straight):
+    """Both make (or find) the folder and wait before locking; released together, one trains, the other is refused
+    without touching the run, whichever wins."""
+    out = tmp_path / "run"
+    argv = cli_args(tiny_root, out, **FAULT_SETTINGS, train__top_k=5)
+    handshakes = [tmp_path / f"hs-{i}" for i in range(2)]
+    workers = []
+    for handshake in handshakes:
+        handshake.mkdir()
+        workers.append(start_worker("none", 0, argv, env=worker_env(**{PAUSE_BEFORE_LOCK: str(handshake)})))
+    for handshake in handshakes:
+        wait_for(handshake / "paused", *workers)
+    for handshake in handshakes:
+        (handshake / "go").touch()
+    results = [(w.wait(timeout=300), w.stderr.read()) for w in workers]
+    assert sorted(code for code, _ in results) == [0, 2], [err[-1000:] for _, err in results]
+    loser = one_line(next(err for code, err in results if code == 2))
+    assert "being trained by another process" in loser or "already exists" in loser  # (a loser that woke late)
+    assert_equal_to(out, straight)
+
+
 def test_a_refused_train_leaves_no_lock_in_a_users_folder(tiny_root, tmp_path):
     home = tmp_path / "home"
     home.mkdir()

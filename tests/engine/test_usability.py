@@ -51,7 +51,8 @@ def test_importing_resnetlab_first_makes_openmp_threads_sleep():
 
 def test_a_recipes_model_options_do_not_stick_to_another_model(tiny_root, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="resnetlab")
-    cfg = load_config("seed000-cifar10", [*tiny_config_overrides(tiny_root, tmp_path / "plain"), "model.name=plain20"])
+    cfg = load_config("seed000-cifar10", [*tiny_config_overrides(tiny_root, tmp_path / "plain"), "model.name=plain20",
+                                          "train.quiet=false"])  # --quiet would silence the note (issue 23)
     assert cfg.model.shortcut == "B"  # the recipe's, meant for resnet20
     result = train(cfg)
     assert result.summary["model"] == "plain20" and "plain20 takes no shortcut=B; dropped" in caplog.text

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
-from support.enginekit import cli_args, read_rows
+from support.enginekit import cli_args, read_rows, tiny_overrides
 from support.faultkit import (
     FAULT_SETTINGS,
     error_line,
@@ -127,6 +128,24 @@ def test_resume_on_a_missing_path_names_the_nearest_runs(tiny_root, tmp_path):
     assert done.returncode == 2 and f"{runs / 'resnet20-c'} does not exist" in line
     assert str(runs / "resnet20-a") in line and str(runs / "resnet20-b") in line and "notes" not in line
     assert snapshot(tmp_path) == before
+
+
+def test_a_changed_sweep_spec_keeps_the_users_files_in_an_unfinished_run(tiny_root, tmp_path):
+    """A corrected spec starts its unfinished runs over: their run files only, never a folder with other files."""
+    pairs = [item.split("=", 1) for item in tiny_overrides(tiny_root, None)]
+    settings = {key: yaml.safe_load(value) for key, value in pairs if key not in ("train.seed", "optim.lr")}
+    spec = {"recipe": "fmnist-fast", "set": {**settings, "train.iters": 4}, "grid": {"optim.lr": [0.05]}, "seeds": [0]}
+    first, second, out = tmp_path / "first.yaml", tmp_path / "second.yaml", tmp_path / "sweep"
+    first.write_text(yaml.safe_dump(spec))
+    second.write_text(yaml.safe_dump({**spec, "set": {**spec["set"], "train.iters": 5}}))
+    assert run_worker("kill-step", 2, ["sweep", first, "--out", out]).returncode == -9
+    (run,) = (out / "runs").iterdir()
+    (run / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    done = run_worker("none", 0, ["sweep", second, "--out", out])
+    assert done.returncode == 2 and "notes.txt" in error_line(done.stderr) and "nothing was deleted" in done.stderr
+    assert {k: v for k, v in snapshot(tmp_path).items() if k.endswith(("notes.txt", "config.yaml"))} == {
+        k: v for k, v in before.items() if k.endswith(("notes.txt", "config.yaml"))}
 
 
 # ------------------------------------------------------------------------------------- 2. deciding under the lock
@@ -390,6 +409,7 @@ def test_nan_starting_weights_are_named_as_such(tiny_root, tmp_path):
     done = run_worker("none", 0, cli_args(tiny_root, tmp_path / "run", **SHORT, model__weights=weights))
     line = one_line(done.stderr)
     assert done.returncode == 1 and "starting weights hold NaN" in line and "lower optim.lr" not in line
+    assert not (tmp_path / "run").exists()  # stopped before its first step: nothing is left
 
 
 def test_sigterm_during_the_final_test_stops_like_during_training(tiny_root, tmp_path, straight):

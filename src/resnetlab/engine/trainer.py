@@ -100,8 +100,8 @@ def _train_locked(cfg: Config, env: DistEnv, device: torch.device, stop: StopSig
                   wall_start: float, how: tuple[bool, str | Path | None, bool, Sequence[Hook]]) -> dict[str, Any]:
     """Decide (new run, resume, start over) holding the run directory's lock, then build, train and test the run.
 
-    A command refused before training starts (a bad setting, missing data, a signal) removes what it added: the
-    lock file, and the folder and run files when the folder was empty (`RunLock.undo`)."""
+    A command refused before training starts (a bad setting, missing data, NaN weights, a signal) removes what it
+    added: the lock file, and the folder and run files when the folder was empty (`RunLock.undo`)."""
     resume, resume_from, fallback, hooks = how
     started = False
     try:
@@ -109,15 +109,17 @@ def _train_locked(cfg: Config, env: DistEnv, device: torch.device, stop: StopSig
         with process_settings(cfg, device, env.is_main, stop), collective_failures(env, cfg.dist.timeout_s):
             ckpt = read_checkpoint(source) if source is not None else None
             run = build_run(cfg, env, device, builders.run_dir_of(cfg), ckpt, stop, hooks)
-            _stop_before_training(run)
-            started = True
             try:
+                _stop_before_training(run)
+                if run.state.step == 0:
+                    _check_start(run)
+                started = True
                 fit(run)
                 return finish(run, wall_start)
             finally:
                 if run.logger is not None:
-                    run.logger.close()
-    except (UserError, Interrupted):
+                    run.logger.close()  # before a refused run's files are removed (TensorBoard writes in a thread)
+    except (UserError, TrainingFailed, Interrupted):
         if lock is not None and not started:
             lock.undo()
         raise
@@ -127,7 +129,7 @@ def _stop_before_training(run: Run) -> None:
     """A signal that came while the run was built (the data loading) stops it before its first step."""
     if run.stop.signum is not None:
         raise Interrupted(run.stop.signum, f"interrupted by signal {run.stop.signum} before training (re)started at "
-                          f"step {run.state.step}; nothing was saved: run the same command again")
+                          f"step {run.state.step}; nothing new was saved: run the same command again")
 
 
 def _open(cfg: Config, env: DistEnv, resume: bool, resume_from: str | Path | None, fallback: bool,
@@ -146,8 +148,6 @@ def _open(cfg: Config, env: DistEnv, resume: bool, resume_from: str | Path | Non
 
 def fit(run: Run) -> None:
     """Train for `run.total_iters` iterations (or until a hook stops the run), logging and evaluating."""
-    if run.state.step == 0:
-        _check_start(run)
     _announce(run)
     now = time.perf_counter()
     run.clock.update(loop_start=now, loop_base=run.state.train_time_s, last_message=now)

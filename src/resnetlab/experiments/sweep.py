@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -51,7 +50,7 @@ import yaml
 from resnetlab.engine.builders import drop_foreign_options, physical_cores
 from resnetlab.engine.config import Config, config_to_dict, load_config
 from resnetlab.engine.run import RESUME_MAY_CHANGE, flatten
-from resnetlab.engine.rundir import CONFIG, atomic_write, is_finished, lock_run_dir, read_config
+from resnetlab.engine.rundir import CONFIG, atomic_write, clear_run, is_finished, lock_run_dir, read_config
 from resnetlab.engine.trainer import train
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
 from resnetlab.experiments.spec import RunPoint, SweepSpec, expand, load_spec, parse_spec
@@ -188,7 +187,7 @@ def _check_changed_runs(out: Path, spec: SweepSpec, points: list[RunPoint]) -> N
             raise UserError(f"{out} holds a finished run {point.name} trained with {changed[0]}, which this spec "
                             "changes; use a new --out DIR (finished runs are never mixed with other settings)")
         logger.info("%s: this spec changes %s; starting that unfinished run over", run_dir, changed[0])
-        shutil.rmtree(run_dir)
+        clear_run(run_dir)  # its run files only: anything else in it is refused, not deleted
 
 
 def config_changes(saved: Config, new: Config) -> list[str]:

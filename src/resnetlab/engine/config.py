@@ -16,6 +16,8 @@ import contextlib
 import copy
 import dataclasses
 import difflib
+import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,7 +29,12 @@ import yaml
 
 from resnetlab.errors import UserError
 
+log = logging.getLogger(__name__)
 DEFAULT_RECIPE = "fmnist-fast"
+# Without --recipe, the recipe made for the data set (data.name) is the default; others get DEFAULT_RECIPE.
+DATA_RECIPES = {"fashion-mnist": "fmnist-fast", "mnist": "fmnist-fast", "cifar10": "cifar10-fast",
+                "cifar100": "cifar10-fast"}
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_LR = 1e3  # a learning rate beyond this overflows the first step of any net here
 _RECIPE_META_KEYS = ("description", "extends")
 _BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
@@ -199,6 +206,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a YAML text file (it holds bytes that are not UTF-8 text)") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
@@ -291,11 +300,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as text; it is meant as a number
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as text; it is meant as a number
             with contextlib.suppress(ValueError):
-                return float(value)
+                number = float(value)
+        if number is not None and math.isfinite(number):
+            return number
+        if number is not None:
+            raise UserError(f"{key} must be a finite number; got {value!r}")
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -393,12 +407,27 @@ def load_config(recipe: str | None, overrides: list[str] | None = None) -> Confi
     Raises:
         UserError: unknown recipe or key, a value of the wrong type, or an impossible setting.
     """
-    name = recipe or DEFAULT_RECIPE
+    name = recipe or default_recipe(overrides or [])
     data = _resolve_recipe(name)
     cfg = config_from_dict(data)
     if "recipe" not in data:
         cfg.recipe = name
     return apply_overrides(cfg, overrides or [])
+
+
+def default_recipe(overrides: list[str]) -> str:
+    """The recipe used without --recipe: the one made for the data set the overrides name (data.name=...), said in
+    a log line; DEFAULT_RECIPE for Fashion-MNIST (the default data set) and image folders."""
+    data = next((item.partition("=")[2].strip() for item in reversed(overrides) if override_key(item) == "data.name"),
+                None)
+    if data is None:
+        return DEFAULT_RECIPE
+    aliases = {"cifar-10": "cifar10", "cifar-100": "cifar100", "fmnist": "fashion-mnist"}
+    key = aliases.get(data.lower(), data.lower())
+    name = DATA_RECIPES.get(key, DEFAULT_RECIPE)
+    why = f"the recipe for {key}" if key in DATA_RECIPES else "the default recipe"
+    log.info("no --recipe: using %s (%s; see 'resnetlab train --list-recipes')", name, why)
+    return name
 
 
 def override_key(item: str) -> str:
@@ -467,6 +496,7 @@ def validate(cfg: Config) -> None:
     _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1); got {o.momentum}")
     _check(not o.nesterov or (o.name == "sgd" and o.momentum > 0), "optim.nesterov needs optim.name=sgd, momentum > 0")
     _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {o.weight_decay}")
+    _check(o.eps > 0, f"optim.eps must be a small positive number (e.g. 1e-8); got {o.eps}")
     betas_ok = len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas)
     _check(betas_ok, f"optim.betas must be two numbers in [0, 1); got {o.betas}")
     _check(d.batch_size >= 1, f"data.batch_size must be at least 1; got {d.batch_size}")
@@ -493,6 +523,7 @@ def validate(cfg: Config) -> None:
     for key in ("grad_clip", "eval_every", "top_k", "threads"):
         _check(getattr(t, key) >= 0, f"train.{key} must be >= 0; got {getattr(t, key)}")
     _check(t.log_every >= 1, f"train.log_every must be at least 1; got {t.log_every}")
+    _check(0 <= t.seed <= MAX_SEED, f"train.seed must be from 0 to {MAX_SEED}; got {t.seed}")
     _validate_techniques(cfg)
     _check(cfg.dist.timeout_s >= 1, f"dist.timeout_s must be at least 1; got {cfg.dist.timeout_s}")
     _validate_schedule(s)

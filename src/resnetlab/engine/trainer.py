@@ -37,6 +37,7 @@ from resnetlab.engine.distributed import (
 )
 from resnetlab.engine.evaluate import evaluate_model
 from resnetlab.engine.hooks import Hook
+from resnetlab.engine.preflight import check_memory
 from resnetlab.engine.run import Run, build_run, checkpoint_state, open_run_dir
 from resnetlab.engine.rundir import CONFIG, LOCK, lock_run_dir, remove_stale_temp_files, write_summary
 from resnetlab.engine.runtime import process_settings
@@ -79,6 +80,7 @@ def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None =
         Interrupted: SIGINT/SIGTERM arrived; last.pt was saved, `resume=True` continues.
     """
     wall_start = time.perf_counter()
+    check_memory(cfg)  # a size that cannot fit is refused with its figure, not by the out-of-memory killer
     env = DistEnv.from_environ()
     device = builders.select_device(cfg.train.device, env.local_rank)
     init_distributed(env, device, cfg.dist.timeout_s)

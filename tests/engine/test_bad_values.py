@@ -72,3 +72,25 @@ def test_an_image_folder_of_one_class_is_refused(tmp_path):
     cfg = load_config("fmnist-fast", [f"data.name=imagefolder:{tmp_path / 'one'}", "data.batch_size=2"])
     with pytest.raises(UserError, match=r"has one class \(cat\); a classifier needs images of two or more classes"):
         build_data(cfg)
+
+
+def test_damaged_metrics_rows_are_skipped_and_named(tmp_path, caplog):
+    import json
+
+    from resnetlab.engine.rundir import read_metrics
+
+    rows = [{"step": 5, "train_loss": 2.0}, {"step": 10, "train_loss": "abc"}, {"step": None}, "x",
+            {"step": 15, "train_loss": 1.5, "val_acc": None}]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "metrics.jsonl").write_bytes(text.encode() + b"\xff\xfe garbage\n" + b'{"step": 20, "lr": 0.1}\n{"st')
+    with caplog.at_level("WARNING"):
+        good = read_metrics(tmp_path)
+    assert [r["step"] for r in good] == [5, 15, 20]  # the torn last line is skipped without a word
+    assert "metrics.jsonl: skipped 4 damaged rows (line 2, 3, 4, 6: not a row of numbers)" in caplog.text
+
+
+def test_explain_refuses_an_output_folder_that_is_a_file(tmp_path, random_checkpoint, run_cli):
+    (tmp_path / "taken").write_text("mine")
+    code, _, err = run_cli("explain", random_checkpoint, tmp_path / "taken", "--out", tmp_path / "taken")
+    assert code == 2 and "is a file; give a folder for the Grad-CAM images" in err
+    assert (tmp_path / "taken").read_text() == "mine"

@@ -13,7 +13,15 @@ from support.enginekit import tiny_config
 from resnetlab.engine import builders
 from resnetlab.engine.hooks import Hook
 from resnetlab.errors import UserError
-from resnetlab.experiments.lr_find import LRCurve, check_range, diverged, lr_find, plot_lr_find, suggest_lr
+from resnetlab.experiments.lr_find import (
+    LRCurve,
+    RangeTracker,
+    check_range,
+    diverged,
+    lr_find,
+    plot_lr_find,
+    suggest_lr,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -101,3 +109,28 @@ def test_plot_is_a_png(tmp_path: Path):
     lr, rule = suggest_lr(curve.lrs, curve.losses)
     out = plot_lr_find(curve, lr, rule, tmp_path / "sub" / "lr.png", title="tiny")
     assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_a_short_range_that_blows_up_stops_and_says_it_is_too_short(caplog):
+    """40 iterations over 6 decades: the loss falls from chance (2.3) to 1.5, then blows up and settles back at
+    chance, under 2x the best. The fixed 0.98 average lagged 50 steps behind and nothing stopped the test."""
+    lrs = [1e-5 * 1e6 ** (i / 39) for i in range(40)]
+    raw = [2.3 - 0.8 * min(i, 20) / 20 for i in range(24)] + [9.0, 4.0] + [2.35] * 14  # best near lr 2e-2
+    tracker = RangeTracker(40)
+    stopped = next((i for i, (lr, loss) in enumerate(zip(lrs, raw, strict=True)) if tracker.add(lr, loss)), None)
+    assert stopped is not None and lrs[stopped] < 2.0  # stopped a decade past the best, not at lr 10
+    suggested, _ = suggest_lr(tracker.lrs, tracker.losses)
+    assert suggested < 0.05
+
+
+def test_a_short_range_warns(tiny_root, tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        lr_find(_config(tiny_root), tmp_path / "lr.png", iters=20, lr_min=1e-3, lr_max=1.0)
+    assert "a range test of 20 iterations is too short to trust" in caplog.text
+
+
+def test_bad_output_and_range_fail_before_the_test(tiny_root, tmp_path):
+    with pytest.raises(UserError, match=r"--out .*x.txt: .txt is not an image format; use .png"):
+        lr_find(_config(tiny_root), tmp_path / "x.txt", iters=20)
+    with pytest.raises(UserError, match="--lr-max must be at most 1e"):
+        lr_find(_config(tiny_root), tmp_path / "lr.png", iters=20, lr_max=1e300)

@@ -97,3 +97,9 @@ def test_plot_samples_draws_a_seeded_grid_captioned_with_classes(tmp_path) -> No
     assert again.read_bytes() == out.read_bytes()  # the same seed draws the same images
     whole = plot_samples(imageset, tmp_path / "all.png", count=50)  # more than there are: every image once
     assert Image.open(whole).size[0] > Image.open(out).size[0]
+
+
+def test_plot_refuses_an_unknown_image_format_before_reading_runs(tmp_path, run_cli):
+    code, _, err = run_cli("plot", tmp_path / "no-run", "--out", tmp_path / "x.txt")
+    assert code == 2 and err.strip().splitlines() == [f"resnetlab: error: --out {tmp_path / 'x.txt'}: .txt is not an "
+                                                      "image format; use .png (or .jpg, .pdf, .svg, .webp)"]

@@ -33,17 +33,33 @@ TRAIN_STYLE = {"linewidth": 0.9, "linestyle": "--", "alpha": 0.85}
 VAL_STYLE = {"linewidth": 2.2}
 
 
-def _save(fig: Figure, out: Path | str) -> Path:
-    """Save `fig` as `out` (a folder gets curves.png inside it; a name without a suffix gets .png); returns the
-    path really written."""
+def figure_path(out: Path | str, default_name: str = "curves.png") -> Path:
+    """The file a figure goes to: `out`, a folder's `default_name`, or `out` + .png without a suffix.
+
+    Raises:
+        UserError: a suffix matplotlib cannot write (x.txt), before anything is computed or drawn.
+    """
     out = Path(out)
     if out.is_dir():
-        out = out / "curves.png"
-    elif not out.suffix:
-        out = out.with_name(out.name + ".png")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(out, dpi=DPI, bbox_inches="tight")
+        return out / default_name
+    if not out.suffix:
+        return out.with_name(out.name + ".png")
+    supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    if out.suffix[1:].lower() not in supported:
+        others = ", ".join(f".{f}" for f in sorted(supported) if f in ("pdf", "svg", "jpg", "webp"))
+        raise UserError(f"--out {out}: {out.suffix} is not an image format; use .png (or {others})")
+    return out
+
+
+def _save(fig: Figure, out: Path | str) -> Path:
+    """Save `fig` as `figure_path(out)`; returns the path really written."""
+    out = figure_path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        FigureCanvasAgg(fig)
+        fig.savefig(out, dpi=DPI, bbox_inches="tight")
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     log.info("wrote %s", out)
     return out
 
@@ -105,6 +121,7 @@ def plot_runs(run_dirs: Sequence[Path | str], out: Path | str, title: str | None
     """
     if not run_dirs:
         raise UserError("give at least one run directory to plot")
+    figure_path(out)  # a bad --out fails before the runs are read
     runs = [(_run_label(Path(d)), read_metrics(d)) for d in run_dirs]
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)

@@ -17,6 +17,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 
 from resnetlab.data import ImageSet
 from resnetlab.engine.builders import build_data, make_loader, scaled_lr
@@ -106,6 +107,16 @@ def _draw_runs(axes: Sequence[Axes], runs: Sequence[tuple[str, list[dict[str, An
             ax.legend(fontsize="small")
     if axes[0].lines and all(min(line.get_ydata()) > 0 for line in axes[0].lines):
         axes[0].set_yscale("log")
+        axes[0].yaxis.set_major_formatter(PlainLogFormatter())
+        axes[0].yaxis.set_minor_formatter(PlainLogFormatter(minor_thresholds=(2, 0.5)))
+
+
+class PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers (2, 0.5, 10), not matplotlib's "2 × 10⁰" on a loss axis of a narrow range;
+    which ticks get a label is still matplotlib's choice (every minor one only over a short range)."""
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return f"{x:g}"
 
 
 def plot_runs(run_dirs: Sequence[Path | str], out: Path | str, title: str | None = None) -> Path:

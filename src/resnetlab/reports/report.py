@@ -59,6 +59,9 @@ table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
 th, td { padding: 5px 10px; border-bottom: 1px solid #eceef1; text-align: right; white-space: nowrap; }
 th { background: #f7f8fa; color: #4b5563; font-weight: 600; }
 td.k, th.k { text-align: left; }
+table.kv { table-layout: fixed; }
+table.kv td.k { width: 38%; }
+table.kv td:not(.k) { white-space: normal; overflow-wrap: anywhere; }
 tr.avg td { font-weight: 600; background: #fafbfc; }
 .bar { display: inline-block; height: 8px; background: #5b8fd0; border-radius: 2px; vertical-align: middle;
        margin-left: 6px; }
@@ -170,9 +173,12 @@ PROVENANCE_LABELS = {
 
 
 def _kv_table(data: dict[str, Any], labels: dict[str, str]) -> str:
+    """Key and value rows; a value that is not there (None: not stopped early, no MACs) is left out, and a long
+    value (the command line) wraps inside its cell rather than pushing the others off the page."""
     rows = "".join(f'<tr><td class="k">{html.escape(labels.get(str(k), str(k)))}</td>'
-                   f'<td>{html.escape(_fmt(str(k), v))}</td></tr>' for k, v in data.items() if not isinstance(v, dict))
-    return f"<table><tbody>{rows}</tbody></table>"
+                   f'<td>{html.escape(_fmt(str(k), v))}</td></tr>' for k, v in data.items()
+                   if not isinstance(v, dict) and v is not None)
+    return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
 def _kpis(summary: dict[str, Any] | None, result: dict[str, Any] | None) -> str:

@@ -175,6 +175,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from resnetlab.reports.compare import runs_table
+
+    labels = args.labels.split(",") if args.labels else None
+    print(runs_table(args.run_dirs, labels))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from resnetlab.engine.export import export_checkpoint
 
@@ -347,6 +355,13 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.png",
                    help="the image to write (a folder gets curves.png inside; no suffix: .png is added)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("compare", help="finished runs side by side: time, speed, validation and test accuracy "
+                       "(a Markdown table)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--labels", metavar="A,B,...", help="the first column, one label per run (default: the folder "
+                   "names)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", help="export a checkpoint to ONNX or torch.export (.pt2)")
     p.add_argument("checkpoint", metavar="CKPT")

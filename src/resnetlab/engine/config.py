@@ -143,7 +143,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     freeze_bn: bool = False  # BatchNorm layers keep their running statistics (eval mode) while training
     eval_every: int = 0  # iterations between validations; 0 = once per epoch
-    log_every: int = 50  # iterations between progress updates (bar postfix, plain log lines)
+    # iterations between metrics rows and progress updates; auto = 50, fewer in a short run (>= 20 rows: a curve)
+    log_every: int | Literal["auto"] = "auto"
     top_k: int = 0  # also keep the k best checkpoints by validation accuracy
     out_dir: str | None = None  # RUN_DIR (--out)
     quiet: bool = False
@@ -522,7 +523,7 @@ def validate(cfg: Config) -> None:
     _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0 = off, e.g. 0.999); got {t.ema_decay}")
     for key in ("grad_clip", "eval_every", "top_k", "threads"):
         _check(getattr(t, key) >= 0, f"train.{key} must be >= 0; got {getattr(t, key)}")
-    _check(t.log_every >= 1, f"train.log_every must be at least 1; got {t.log_every}")
+    _check(t.log_every == "auto" or t.log_every >= 1, f"train.log_every must be auto or at least 1; got {t.log_every}")
     _check(0 <= t.seed <= MAX_SEED, f"train.seed must be from 0 to {MAX_SEED}; got {t.seed}")
     _validate_techniques(cfg)
     _check(cfg.dist.timeout_s >= 1, f"dist.timeout_s must be at least 1; got {cfg.dist.timeout_s}")

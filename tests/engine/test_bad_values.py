@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from resnetlab.engine.config import DATA_RECIPES, default_recipe, load_config
+from resnetlab.engine.config import load_config
+from resnetlab.engine.recipe_choice import DATA_RECIPES, default_recipe
 from resnetlab.errors import UserError
 
 

@@ -56,3 +56,14 @@ def test_evaluate_on_an_unfinished_run_says_it_scores_the_best_so_far(run_copy, 
         code, _, _ = run_cli("evaluate", run_copy)
     assert code == 0
     assert f"has not finished (no summary.json): scoring its best checkpoint so far, from step {step}" in caplog.text
+
+
+def test_no_evaluation_bar_outside_a_terminal(run_copy, run_cli, monkeypatch):
+    """In a log file tqdm's carriage returns ran the bar into the next line."""
+    import resnetlab.engine.evaluate as evaluate_module
+
+    bars = []
+    monkeypatch.setattr(evaluate_module, "tqdm", lambda *a, **k: bars.append(k) or a[0])
+    code, _, err = run_cli("evaluate", run_copy)  # stderr captured: not a terminal
+    assert code == 0, err
+    assert bars == []

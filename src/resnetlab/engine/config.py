@@ -16,7 +16,6 @@ import contextlib
 import copy
 import dataclasses
 import difflib
-import logging
 import math
 import types
 import typing
@@ -27,13 +26,9 @@ from typing import Any, Literal
 
 import yaml
 
+from resnetlab.engine.recipe_choice import DEFAULT_RECIPE, default_recipe
 from resnetlab.errors import UserError
 
-log = logging.getLogger(__name__)
-DEFAULT_RECIPE = "fmnist-fast"
-# Without --recipe, the recipe made for the data set (data.name) is the default; others get DEFAULT_RECIPE.
-DATA_RECIPES = {"fashion-mnist": "fmnist-fast", "mnist": "fmnist-fast", "cifar10": "cifar10-fast",
-                "cifar100": "cifar10-fast"}
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_LR = 1e3  # a learning rate beyond this overflows the first step of any net here
 _RECIPE_META_KEYS = ("description", "extends")
@@ -414,21 +409,6 @@ def load_config(recipe: str | None, overrides: list[str] | None = None) -> Confi
     if "recipe" not in data:
         cfg.recipe = name
     return apply_overrides(cfg, overrides or [])
-
-
-def default_recipe(overrides: list[str]) -> str:
-    """The recipe used without --recipe: the one made for the data set the overrides name (data.name=...), said in
-    a log line; DEFAULT_RECIPE for Fashion-MNIST (the default data set) and image folders."""
-    data = next((item.partition("=")[2].strip() for item in reversed(overrides) if override_key(item) == "data.name"),
-                None)
-    if data is None:
-        return DEFAULT_RECIPE
-    aliases = {"cifar-10": "cifar10", "cifar-100": "cifar100", "fmnist": "fashion-mnist"}
-    key = aliases.get(data.lower(), data.lower())
-    name = DATA_RECIPES.get(key, DEFAULT_RECIPE)
-    why = f"the recipe for {key}" if key in DATA_RECIPES else "the default recipe"
-    log.info("no --recipe: using %s (%s; see 'resnetlab train --list-recipes')", name, why)
-    return name
 
 
 def override_key(item: str) -> str:

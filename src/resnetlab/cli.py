@@ -402,8 +402,8 @@ def _sweep_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sweep)
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", help="recipe name (see train --list-recipes) or a YAML file (default: the data set's: "
-                   f"{DEFAULT_RECIPE} for Fashion-MNIST, MNIST and image folders, cifar10-fast for CIFAR)")
+    p.add_argument("--recipe", help=f"recipe name (see train --list-recipes) or a YAML file (default: "
+                   f"{DEFAULT_RECIPE}; cifar10-fast with --data cifar10 or cifar100)")
     p.add_argument("--model", help="a name from 'resnetlab models' (model.name)")
     p.add_argument("--data", help="cifar10, cifar100, fashion-mnist, mnist or imagefolder:PATH (data.name)")
     p.add_argument("--data-dir", help="the folder that holds the data set (data.root; default $RESNETLAB_DATA or "

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from resnetlab.engine.config import Config
-from resnetlab.engine.rundir import LOCK
+from resnetlab.engine.rundir import LOCK, lock_run_dir
 from resnetlab.errors import UserError
 from resnetlab.models.catalog import model_names, unknown_model_message
 
@@ -32,7 +32,7 @@ def check_start(cfg: Config, *, resume: bool = False) -> None:
     """
     check_model_name(cfg.model.name)
     check_data_paths(cfg)
-    if not resume:
+    if not resume and os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 may have created it already
         check_new_out(cfg.train.out_dir)
     check_memory(cfg)
 
@@ -72,6 +72,9 @@ def check_new_out(out_dir: str | None) -> None:
     run_dir = Path(out_dir).expanduser()
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is a file; give a folder for the run")
+    if (run_dir / LOCK).is_file():
+        with lock_run_dir(run_dir):  # a run that trains there now: its PID says more than "already exists"
+            pass
     if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
         raise UserError(f"{run_dir} already exists; choose a new --out, or add --resume to continue that run")
 

@@ -143,6 +143,7 @@ class RangeTracker:
 
     def __init__(self, iters: int) -> None:
         self.beta = smoothing_for(iters)
+        self.short = iters < MIN_TRUSTED_ITERS
         self.lrs: list[float] = []
         self.losses: list[float] = []
         self.raw: list[float] = []
@@ -159,6 +160,8 @@ class RangeTracker:
         self.raw.append(value)
         if smoothed < self.best:
             self.best, self.best_lr = smoothed, lr
+        if self.short and value > DIVERGE * self.best:  # a blow-up that a short test's average would reach too late
+            return True
         return diverged(smoothed, self.best, self.raw[-DIVERGE_WINDOW:], lr, self.best_lr, start=self.losses[0])
 
     def curve(self) -> LRCurve:

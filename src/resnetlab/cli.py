@@ -95,8 +95,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise UserError("--out RUN_DIR is required (where the run's checkpoints, metrics and summary go)")
+    from resnetlab.engine.preflight import check_start
 
+    check_start(config, resume=resume)  # names, paths and sizes: refused before torch is imported
+    from resnetlab.engine.builders import check_user_options
+    from resnetlab.engine.config import override_key
     from resnetlab.engine.trainer import train
+
+    if not resume:
+        check_user_options(config, [override_key(item) for item in args.set])
 
     result = train(config, resume=resume, resume_from=args.resume_from, fallback=args.fallback)
     if result.is_main_process:
@@ -170,6 +177,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from resnetlab.reports.compare import runs_table
+
+    labels = args.labels.split(",") if args.labels else None
+    print(runs_table(args.run_dirs, labels))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from resnetlab.engine.export import export_checkpoint
 
@@ -190,8 +205,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         table = aggregate(args.aggregate)
     else:
         if args.spec is None or args.out is None:
-            raise UserError("usage: resnetlab sweep SPEC.yaml|NAME --out DIR [--jobs N | --launcher slurm ...], "
-                            "or --aggregate DIR, or --status DIR")
+            raise UserError("usage: resnetlab sweep SPEC.yaml|NAME --out DIR [--set KEY=VALUE ...] [--jobs N | "
+                            "--launcher slurm ...], or --aggregate DIR, or --status DIR")
+        if args.set:
+            from resnetlab.experiments.spec import with_overrides
+
+            args.spec = with_overrides(args.spec, args.set)
         if args.launcher == "slurm":
             return _submit_sweep(args)
         given = [flag for flag in SLURM_FLAGS if getattr(args, flag) is not None]
@@ -214,9 +233,13 @@ def _submit_sweep(args: argparse.Namespace) -> int:
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from resnetlab.engine.config import load_config
-    from resnetlab.experiments.lr_find import lr_find
 
     config = load_config(args.recipe, _train_overrides(args))
+    from resnetlab.engine.preflight import check_start
+
+    check_start(config)
+    from resnetlab.experiments.lr_find import lr_find
+
     result = lr_find(config, out=args.out_png, iters=args.iters_find, lr_min=args.lr_min, lr_max=args.lr_max)
     print(f"suggested lr: {result.suggested_lr:.3g} ({result.rule}); the loss was lowest at lr "
           f"{result.minimum_lr:.3g}")
@@ -263,9 +286,9 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
                        description="Train a model. A recipe gives every setting; flags and --set override it.")
     _add_train_flags(p)
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, help="passes over the training split (train.epochs; replaces the "
-                        "recipe's iteration budget)")
-    budget.add_argument("--iters", type=int, help="optimizer steps (train.iters)")
+    budget.add_argument("--epochs", type=_positive_int, help="passes over the training split (train.epochs; "
+                        "replaces the recipe's iteration budget)")
+    budget.add_argument("--iters", type=_positive_int, help="optimizer steps (train.iters)")
     p.add_argument("--batch-size", type=int, help="images per optimizer step, over all processes (data.batch_size)")
     p.add_argument("--lr", type=float, help="peak learning rate (optim.lr)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="train.device (auto: cuda, mps, cpu)")
@@ -339,6 +362,13 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
                    help="the image to write (a folder gets curves.png inside; no suffix: .png is added)")
     p.set_defaults(func=cmd_plot)
 
+    p = sub.add_parser("compare", help="finished runs side by side: time, speed, validation and test accuracy "
+                       "(a Markdown table)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--labels", metavar="A,B,...", help="the first column, one label per run (default: the folder "
+                   "names)")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("export", help="export a checkpoint to ONNX or torch.export (.pt2)")
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("--format", choices=["onnx", "pt2"], required=True,
@@ -360,6 +390,8 @@ def _sweep_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=1, help="runs at once on this machine (default: 1, in this "
                    "process; more run as subprocesses)")
     p.add_argument("--aggregate", metavar="DIR", help="rebuild the tables and figures from finished runs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config key for every run, added to the spec's set: (repeatable), e.g. train.epochs=2")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local",
                    help="local: this machine (--jobs N); slurm: every unfinished run one task of a Slurm job array "
                         "(needs pip install 'resnetlab[slurm]'); prints the job id and returns")
@@ -378,7 +410,7 @@ def _sweep_command(sub: argparse._SubParsersAction) -> None:
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", help=f"recipe name (see train --list-recipes) or a YAML file (default: "
-                   f"{DEFAULT_RECIPE})")
+                   f"{DEFAULT_RECIPE}; cifar10-fast with --data cifar10 or cifar100)")
     p.add_argument("--model", help="a name from 'resnetlab models' (model.name)")
     p.add_argument("--data", help="cifar10, cifar100, fashion-mnist, mnist or imagefolder:PATH (data.name)")
     p.add_argument("--data-dir", help="the folder that holds the data set (data.root; default $RESNETLAB_DATA or "
@@ -411,6 +443,16 @@ def _parse_pairs(pairs: Sequence[str], flag: str) -> dict[str, object]:
     return options
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """parse_args, but an unrecognized argument is reported by its subcommand's parser, whose hint names
+    'resnetlab SUBCOMMAND --help' (argparse leaves it to the top parser: 'resnetlab --help')."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def _discard_stdout() -> None:
     """Point stdout at /dev/null, so that the interpreter's last flush of what is left cannot fail again.
 
@@ -429,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="resnetlab: %(message)s", level=logging.INFO, stream=sys.stderr)
     previous = _stop_on_sigterm()
     try:
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), argv)
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows up here rather than in the interpreter's final flush
         return code

@@ -174,3 +174,10 @@ def test_16_bit_grey_loads_into_an_image_folder(tmp_path):
         Image.frombytes("I;16", (4, 4), values.astype("<u2").tobytes()).save(tmp_path / "d" / cls / "x.png")
     images = load_dataset(f"imagefolder:{tmp_path / 'd'}", channels=1).images
     assert images.dtype == torch.uint8 and torch.equal(images[0, 0], torch.from_numpy(np.round(values / 257)).byte())
+
+
+def test_a_broken_symlink_among_the_images_is_named(flat_folder):
+    path, _ = flat_folder
+    (path / "cat" / "gone.png").symlink_to(path / "nowhere.png")
+    with pytest.raises(UserError, match=r"cat/gone.png is a broken symbolic link \(to .*nowhere.png\); restore"):
+        load_dataset(f"imagefolder:{path}")

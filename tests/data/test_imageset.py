@@ -116,3 +116,11 @@ def test_resize_images_is_resize_then_center_crop():
     assert (out.int() - reference.int()).abs().max() <= 1  # same geometry; uint8 rounding may differ by 1
     same_size = images[:, :, :16, :16].contiguous()
     assert resize_images(same_size, 16) is same_size
+
+
+def test_repr_is_one_line_without_pixels():
+    imageset = ImageSet(torch.zeros(1000, 3, 32, 32, dtype=torch.uint8), torch.zeros(1000, dtype=torch.int64),
+                        [f"class{i}" for i in range(10)])
+    assert repr(imageset) == ("ImageSet(1,000 images of 3x32x32 uint8 on cpu, 10 classes: class0, class1, class2, "
+                              "class3, ... (10))")
+    assert str(imageset) == repr(imageset)

@@ -13,7 +13,15 @@ from support.enginekit import tiny_config
 from resnetlab.engine import builders
 from resnetlab.engine.hooks import Hook
 from resnetlab.errors import UserError
-from resnetlab.experiments.lr_find import LRCurve, check_range, diverged, lr_find, plot_lr_find, suggest_lr
+from resnetlab.experiments.lr_find import (
+    LRCurve,
+    RangeTracker,
+    check_range,
+    diverged,
+    lr_find,
+    plot_lr_find,
+    suggest_lr,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -101,3 +109,41 @@ def test_plot_is_a_png(tmp_path: Path):
     lr, rule = suggest_lr(curve.lrs, curve.losses)
     out = plot_lr_find(curve, lr, rule, tmp_path / "sub" / "lr.png", title="tiny")
     assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+LRS_40 = [1e-5 * 1e6 ** (i / 39) for i in range(40)]  # 40 iterations over 6 decades, as `lr-find --iters 40`
+
+
+def _stop(raw: list[float]) -> int | None:
+    tracker = RangeTracker(40)
+    return next((i for i, (lr, loss) in enumerate(zip(LRS_40, raw, strict=True)) if tracker.add(lr, loss)), None)
+
+
+def test_a_short_range_that_blows_up_stops():
+    """The losses of `lr-find --iters 40` on Fashion-MNIST (3,000 images): a fall of 8% from 2.68, then a blow-up at
+    lr 0.4-1.2 (single losses of 4 to 11) that the fixed 0.98 average took to only 4.3 (under 4x the best), then
+    back near the start. The test went on to lr 10."""
+    raw = [2.68 - 0.21 * min(i, 29) / 29 for i in range(30)] + [4.2, 7.4, 7.5, 11.0, 4.3] + [2.5] * 5
+    stopped = _stop(raw)
+    assert stopped is not None and LRS_40[stopped] < 1.5  # at the blow-up, not at lr 10
+
+
+def test_a_short_range_that_settles_back_at_chance_stops():
+    """The loss falls from chance (2.3) to 1.5, then the net blows up without a spike and settles back at chance,
+    under 2x the best: no 4x rule fires; being back above the start a decade past the best does."""
+    raw = [2.3 - 0.8 * min(i, 20) / 20 for i in range(24)] + [2.35] * 16  # best near lr 2e-2
+    stopped = _stop(raw)
+    assert stopped is not None and LRS_40[stopped] < 2.0
+
+
+def test_a_short_range_warns(tiny_root, tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        lr_find(_config(tiny_root), tmp_path / "lr.png", iters=20, lr_min=1e-3, lr_max=1.0)
+    assert "a range test of 20 iterations is too short to trust" in caplog.text
+
+
+def test_bad_output_and_range_fail_before_the_test(tiny_root, tmp_path):
+    with pytest.raises(UserError, match=r"--out .*x.txt: .txt is not an image format; use .png"):
+        lr_find(_config(tiny_root), tmp_path / "x.txt", iters=20)
+    with pytest.raises(UserError, match="--lr-max must be at most 1e"):
+        lr_find(_config(tiny_root), tmp_path / "lr.png", iters=20, lr_max=1e300)

@@ -27,7 +27,8 @@ def tiny_settings(root: Path) -> dict:
     return {"data.name": "mnist", "data.root": str(root), "data.val_size": 20, "data.batch_size": 20,
             "data.crop_padding": 0, "data.flip": False, "train.iters": 6, "train.eval_every": 3,
             "train.device": "cpu", "train.threads": 1, "train.top_k": 2, "train.quiet": True,
-            "train.label_smoothing": 0.0, "eval.batch_size": 64, "schedule.name": "constant", "optim.lr": 0.05}
+            "train.label_smoothing": 0.0, "eval.batch_size": 64, "schedule.name": "constant", "optim.lr": 0.05,
+            "train.log_every": 50}  # rows at the evaluations only
 
 
 def write_spec(path: Path, root: Path, grid: dict, seeds: list[int]) -> Path:

@@ -94,7 +94,8 @@ def test_registering_a_name_twice_raises() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(UserError, match=r"^unknown model 'resnet21'; known models: plain20 .* resnet1202$"):
+    with pytest.raises(UserError, match=r"^unknown model 'resnet21'; did you mean resnet20\? known models: plain20 .* "
+                                        r"resnet1202$"):
         create_model("resnet21")
 
 

@@ -42,3 +42,13 @@ def test_runs_table_refuses_unfinished_runs_and_mismatched_labels(tmp_path):
         runs_table([unfinished], labels=["a", "b"])
     with pytest.raises(UserError, match="at least one"):
         runs_table([])
+
+
+def test_compare_command_prints_the_table(tmp_path, run_cli):
+    a = _run(tmp_path / "a", "fmnist-fast", fake_summary(0.9, 0.91, 0.95, recipe="fmnist-fast"))
+    b = _run(tmp_path / "b", "fmnist-fast", fake_summary(0.8, 0.85, 0.9, recipe="fmnist-fast"))
+    code, out, err = run_cli("compare", a, b, "--labels", "first,second")
+    assert code == 0, err
+    assert out.strip() == runs_table([a, b], labels=["first", "second"])
+    code, _, err = run_cli("compare", a, b, "--labels", "one")
+    assert code == 2 and "1 labels for 2 runs" in err

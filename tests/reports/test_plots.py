@@ -97,3 +97,27 @@ def test_plot_samples_draws_a_seeded_grid_captioned_with_classes(tmp_path) -> No
     assert again.read_bytes() == out.read_bytes()  # the same seed draws the same images
     whole = plot_samples(imageset, tmp_path / "all.png", count=50)  # more than there are: every image once
     assert Image.open(whole).size[0] > Image.open(out).size[0]
+
+
+def test_plot_refuses_an_unknown_image_format_before_reading_runs(tmp_path, run_cli):
+    code, _, err = run_cli("plot", tmp_path / "no-run", "--out", tmp_path / "x.txt")
+    assert code == 2 and err.strip().splitlines() == [f"resnetlab: error: --out {tmp_path / 'x.txt'}: .txt is not an "
+                                                      "image format; use .png (or .jpg, .pdf, .svg, .webp)"]
+
+
+def test_a_narrow_loss_axis_is_labelled_in_plain_numbers():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from resnetlab.reports.plots import _draw_runs
+
+    rows = [{"step": s, "train_loss": 3.0 - s / 100, "val_loss": 2.9 - s / 110 if s % 50 == 0 else None}
+            for s in range(10, 160, 10)]
+    fig = Figure()
+    axes = fig.subplots(1, 2)
+    _draw_runs(axes, [("run", rows)])
+    FigureCanvasAgg(fig).draw()
+    labels = [t.get_text() for t in (*axes[0].get_yticklabels(), *axes[0].get_yticklabels(minor=True))
+              if t.get_text()]
+    assert labels and all("times" not in t and "10^" not in t for t in labels), labels
+    assert "2" in labels or "1.5" in labels or "3" in labels, labels

@@ -136,3 +136,45 @@ def html_escape(text: str) -> str:
     import html
 
     return html.escape(text)
+
+
+LONG_COMMAND = ("resnetlab train --recipe he2016-cifar10 --model resnet110 --data cifar10 --data-dir "
+                "/home/someone/datasets/cifar-10-python-extracted-here/for-the-long-path --set optim.lr=0.05 --set "
+                "schedule.milestones=[0.5,0.75] --set train.eval_every=2000 --out runs/resnet110_lr0.05_seed3_"
+                "a_very_long_run_directory_name_without_any_space_in_it_at_all")
+
+
+def test_where_it_ran_wraps_a_long_command_at_1280_px(report_run, chromium, tmp_path) -> None:
+    """A 300-character command (one 120-character word in it) once pushed every value off the right edge."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["provenance"]["command"] = LONG_COMMAND
+    summary["stopped_early"] = None
+    (run / "summary.json").write_text(json.dumps(summary))
+    page_html = write_report(run).read_text()
+    assert "stopped early" not in page_html  # a None is left out, not shown as "None"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto((run / "report.html").as_uri(), wait_until="load")
+            layout = page.evaluate("""() => {
+                const section = [...document.querySelectorAll('section')].find(
+                    s => s.querySelector('h2').textContent === 'Where it ran');
+                const edge = section.getBoundingClientRect().right;
+                const cells = [...section.querySelectorAll('td:not(.k)')].map(td => {
+                    const r = td.getBoundingClientRect();
+                    return {text: td.textContent, left: r.left, right: r.right, width: r.width};
+                });
+                return {edge, cells, scroll: document.documentElement.scrollWidth,
+                        client: document.documentElement.clientWidth};
+            }""")
+        finally:
+            browser.close()
+    assert layout["scroll"] <= layout["client"], layout  # no horizontal scrollbar
+    cells = layout["cells"]
+    assert any(c["text"] == LONG_COMMAND for c in cells)
+    for cell in cells:  # every value inside its section and visible (torch, CPU, threads, ... were blank)
+        assert cell["width"] > 20 and cell["right"] <= layout["edge"] + 0.5, (cell, layout["edge"])

@@ -57,6 +57,7 @@ def tiny_overrides(root: Path, out: Path | None, **extra: object) -> list[str]:
         "data.crop_padding": 0, "data.flip": False, "optim.name": "sgd", "optim.lr": 0.05, "optim.nesterov": False,
         "schedule.name": "constant", "train.epochs": 2, "train.iters": 0, "train.seed": 0, "train.device": "cpu",
         "train.threads": 1, "train.quiet": True, "train.label_smoothing": 0.0, "eval.batch_size": 128,
+        "train.log_every": 50,  # rows only at evaluations in these short runs (auto would log every step)
     }
     if out is not None:
         settings["train.out_dir"] = str(out)

@@ -61,9 +61,18 @@ def _class_names(folder: Path) -> list[str]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Image files under `folder`, sorted; hidden ones (macOS "._x.png" resource forks) are skipped."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+    """Image files under `folder`, sorted; hidden ones (macOS "._x.png" resource forks) are skipped.
+
+    Raises:
+        UserError: an image name is a broken symbolic link (its target is gone); it is named, not skipped.
+    """
+    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")]
+    broken = [p for p in found if p.is_symlink() and not p.exists()]
+    if broken:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise UserError(f"{broken[0]} is a broken symbolic link (to {os.readlink(broken[0])}){more}; restore its "
+                        "target or remove the link")
+    return sorted(p for p in found if p.is_file())
 
 
 def list_imagefolder(path: str | os.PathLike, split: str = "train") -> FolderListing:

@@ -46,6 +46,12 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def __repr__(self) -> str:
+        """One line, as torchvision's datasets print: never the tensors (hundreds of lines of pixels)."""
+        shown = ", ".join(self.classes[:4]) + (f", ... ({len(self.classes)})" if len(self.classes) > 4 else "")
+        return (f"ImageSet({len(self):,} images of {self.channels}x{self.images.shape[2]}x{self.images.shape[3]} "
+                f"uint8 on {self.images.device}, {len(self.classes)} classes: {shown})")
+
     @property
     def channels(self) -> int:
         """C."""

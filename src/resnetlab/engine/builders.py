@@ -5,9 +5,12 @@ This is the one place that decides the device, the CPU thread count and the mixe
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,8 +193,31 @@ def load_split(cfg: Config, split: str) -> ImageSet:
     d = cfg.data
     if d.root is not None and Path(d.root).expanduser().exists() and not Path(d.root).expanduser().is_dir():
         raise UserError(f"--data-dir {d.root} is a file; give the folder that holds the data set")
-    return load_dataset(d.name, root=d.root, split=split, download=d.download, image_size=d.image_size,
-                        channels=d.channels, coarse=d.coarse)
+    key = (d.name, d.root, split, d.image_size, d.channels, d.coarse)
+    cache = _SPLITS.get()
+    if cache is not None and key in cache:
+        return cache[key]
+    imageset = load_dataset(d.name, root=d.root, split=split, download=d.download, image_size=d.image_size,
+                            channels=d.channels, coarse=d.coarse)
+    if cache is not None:
+        cache[key] = imageset
+    return imageset
+
+
+# Within `shared_splits()`, the splits read so far, by what was read (data set, folder, split, size, channels).
+_SPLITS: contextvars.ContextVar[dict[tuple[Any, ...], ImageSet] | None] = contextvars.ContextVar("splits",
+                                                                                                default=None)
+
+
+@contextlib.contextmanager
+def shared_splits() -> Iterator[None]:
+    """Read each official split once inside this block and hand the same ImageSet to every run (an in-process sweep
+    trains many runs on one data set; an ImageSet is never modified in place)."""
+    token = _SPLITS.set({})
+    try:
+        yield
+    finally:
+        _SPLITS.reset(token)
 
 
 def load_test(cfg: Config) -> ImageSet:
@@ -223,6 +249,9 @@ def build_data(cfg: Config, env: DistEnv | None = None, *, with_test: bool = Tru
     d = cfg.data
     with in_turn(env or DistEnv(), enabled=d.download):  # never two downloads into one folder at once
         full_train = load_split(cfg, "train")
+        if len(full_train.classes) < 2:  # it would train a "100%" classifier of one class
+            raise UserError(f"{d.name} has one class ({full_train.classes[0]}); a classifier needs images of two or "
+                            "more classes (an image folder: one folder per class)")
         test = load_test(cfg) if with_test else None
         own_val = load_split(cfg, "val") if has_val_folder(d.name) and d.val_size is None else None
     if own_val is not None:
@@ -377,6 +406,24 @@ def model_options(cfg: Config) -> dict[str, Any]:
     if m.zero_init_residual:
         options["zero_init_residual"] = True
     return options
+
+
+def check_user_options(cfg: Config, keys: Sequence[str]) -> None:
+    """Refuse a model option the user set (the dotted `keys` of their --set overrides) that model.name does not take:
+    dropping it with "the recipe set it" (`drop_foreign_options`) is right only for what a recipe set."""
+    accepted = set(inspect.signature(get_builder(cfg.model.name)).parameters) - {"num_classes", "in_chans"}
+    m = cfg.model
+    for key in keys:
+        if key == "model.options" or key.startswith("model.options."):
+            names = list(m.options) if key == "model.options" else [key.split(".", 2)[2]]
+        elif key in ("model.shortcut", "model.stem", "model.zero_init_residual"):
+            names = [key.split(".")[1]]
+        else:
+            continue
+        foreign = [name for name in names if name not in accepted]
+        if foreign:
+            takes = ", ".join(sorted(accepted)) or "no options"
+            raise UserError(f"{m.name} takes no option {foreign[0]!r} (set by {key}); it takes: {takes}")
 
 
 def drop_foreign_options(cfg: Config) -> Config:

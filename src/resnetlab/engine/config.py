@@ -16,6 +16,7 @@ import contextlib
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ from typing import Any, Literal
 
 import yaml
 
+from resnetlab.engine.recipe_choice import DEFAULT_RECIPE, default_recipe
 from resnetlab.errors import UserError
 
-DEFAULT_RECIPE = "fmnist-fast"
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_LR = 1e3  # a learning rate beyond this overflows the first step of any net here
 _RECIPE_META_KEYS = ("description", "extends")
 _BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
@@ -136,7 +138,8 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     freeze_bn: bool = False  # BatchNorm layers keep their running statistics (eval mode) while training
     eval_every: int = 0  # iterations between validations; 0 = once per epoch
-    log_every: int = 50  # iterations between progress updates (bar postfix, plain log lines)
+    # iterations between metrics rows and progress updates; auto = 50, fewer in a short run (>= 20 rows: a curve)
+    log_every: int | Literal["auto"] = "auto"
     top_k: int = 0  # also keep the k best checkpoints by validation accuracy
     out_dir: str | None = None  # RUN_DIR (--out)
     quiet: bool = False
@@ -199,6 +202,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a YAML text file (it holds bytes that are not UTF-8 text)") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
@@ -291,11 +296,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as text; it is meant as a number
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as text; it is meant as a number
             with contextlib.suppress(ValueError):
-                return float(value)
+                number = float(value)
+        if number is not None and math.isfinite(number):
+            return number
+        if number is not None:
+            raise UserError(f"{key} must be a finite number; got {value!r}")
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -393,7 +403,7 @@ def load_config(recipe: str | None, overrides: list[str] | None = None) -> Confi
     Raises:
         UserError: unknown recipe or key, a value of the wrong type, or an impossible setting.
     """
-    name = recipe or DEFAULT_RECIPE
+    name = recipe or default_recipe(overrides or [])
     data = _resolve_recipe(name)
     cfg = config_from_dict(data)
     if "recipe" not in data:
@@ -467,6 +477,7 @@ def validate(cfg: Config) -> None:
     _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1); got {o.momentum}")
     _check(not o.nesterov or (o.name == "sgd" and o.momentum > 0), "optim.nesterov needs optim.name=sgd, momentum > 0")
     _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {o.weight_decay}")
+    _check(o.eps > 0, f"optim.eps must be a small positive number (e.g. 1e-8); got {o.eps}")
     betas_ok = len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas)
     _check(betas_ok, f"optim.betas must be two numbers in [0, 1); got {o.betas}")
     _check(d.batch_size >= 1, f"data.batch_size must be at least 1; got {d.batch_size}")
@@ -492,7 +503,8 @@ def validate(cfg: Config) -> None:
     _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0 = off, e.g. 0.999); got {t.ema_decay}")
     for key in ("grad_clip", "eval_every", "top_k", "threads"):
         _check(getattr(t, key) >= 0, f"train.{key} must be >= 0; got {getattr(t, key)}")
-    _check(t.log_every >= 1, f"train.log_every must be at least 1; got {t.log_every}")
+    _check(t.log_every == "auto" or t.log_every >= 1, f"train.log_every must be auto or at least 1; got {t.log_every}")
+    _check(0 <= t.seed <= MAX_SEED, f"train.seed must be from 0 to {MAX_SEED}; got {t.seed}")
     _validate_techniques(cfg)
     _check(cfg.dist.timeout_s >= 1, f"dist.timeout_s must be at least 1; got {cfg.dist.timeout_s}")
     _validate_schedule(s)

@@ -23,8 +23,10 @@ from resnetlab.data import ImageSet, load_dataset
 from resnetlab.engine.builders import build_data, load_split, load_test, make_loader, select_device
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import Config, config_from_dict
+from resnetlab.engine.evalrecord import checkpoint_record
 from resnetlab.engine.metrics import Metrics
-from resnetlab.engine.rundir import CHECKPOINTS, CONFIG, evaluation_tag, write_evaluation
+from resnetlab.engine.rundir import CHECKPOINTS, CONFIG, evaluation_tag, is_finished, write_evaluation
+from resnetlab.engine.runlog import interactive_stderr
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -258,24 +260,33 @@ def score(checkpoint_or_run: Path | str, split: str = "test", data: str | None =
         raise UserError(f"--batch-size must be at least 1; got {batch_size}")
     ckpt = checkpoint_path(checkpoint_or_run)
     model, info = load_checkpoint(ckpt)
+    _say_if_unfinished(checkpoint_or_run, info)
     imageset, cfg = labelled_split(info, split, data, data_dir)
     if batch_size is not None:
         cfg.eval.batch_size = batch_size
     target = select_device(device)
     loader = make_loader(imageset, cfg, train=False, device=target, normalization=info["normalization"])
-    scores, targets = predict_batches(model.to(target), loader, tta=tta, progress=True)
+    scores, targets = predict_batches(model.to(target), loader, tta=tta, progress=interactive_stderr())
     metrics = Metrics(info["num_classes"], per_class=True, classes=info["classes"])
     metrics.update(scores, targets, F.cross_entropy(scores, targets))
     result = metrics.compute()
     other = data if data is not None and data != config_from_dict(info["config"]).data.name else None
     tag = evaluation_tag(split, tta=tta, data=other)
-    result.update(split=split, tta=tta, checkpoint=str(ckpt.resolve()), step=info.get("step"),
-                  model=cfg.model.name, data=cfg.data.name, device=str(target))
+    result.update(split=split, tta=tta, **checkpoint_record(ckpt, info.get("step")), model=cfg.model.name,
+                  data=cfg.data.name, device=str(target))
     out = output_dir(ckpt)
     result["files"] = write_evaluation(out, tag, result)
     log.info("%s accuracy %.2f%% (%d images%s)", split, 100 * result["acc"], result["n"],
              f", test-time augmentation: {tta_name(tta)}" if tta else "")
     return Scored(result, imageset.images, targets, scores, out, tag)
+
+
+def _say_if_unfinished(checkpoint_or_run: Path | str, info: dict[str, Any]) -> None:
+    """A run directory without summary.json is still training (or stopped): its best.pt is the best so far."""
+    run_dir = Path(checkpoint_or_run).expanduser()
+    if run_dir.is_dir() and not is_finished(run_dir):
+        log.warning("%s has not finished (no summary.json): scoring its best checkpoint so far, from step %s",
+                    run_dir, info.get("step", "?"))
 
 
 def tta_name(tta: bool | str) -> str:

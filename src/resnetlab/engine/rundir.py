@@ -204,15 +204,42 @@ def read_metrics(run_dir: Path | str, *, required: bool = True) -> list[dict[str
         if required:
             raise UserError(f"{path} does not exist; pass a run directory written by 'resnetlab train'")
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            row = json.loads(line)
-            if isinstance(row, dict):
-                rows.append(row)
+    rows = _metric_rows(path)
     if required and not rows:
         raise UserError(f"{path} holds no row yet; wait for the first logging interval")
     return rows
+
+
+def _metric_rows(path: Path) -> list[dict[str, Any]]:
+    """The well-formed rows of a metrics file; damaged ones (not JSON, not an object, a value that is not a number)
+    are skipped with one warning that names them. A torn last line (a row being written) is skipped silently."""
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    rows, damaged = [], []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if line.strip() and number < len(lines):
+                damaged.append(number)
+            continue
+        if isinstance(row, dict) and _well_typed(row):
+            rows.append(row)
+        else:
+            damaged.append(number)
+    if damaged:
+        shown = ", ".join(map(str, damaged[:5])) + (", ..." if len(damaged) > 5 else "")
+        log.warning("%s: skipped %d damaged row%s (line %s: not a row of numbers)", path, len(damaged),
+                    "s" if len(damaged) > 1 else "", shown)
+    return rows
+
+
+def _well_typed(row: dict[str, Any]) -> bool:
+    """A metrics row: a whole step, and every other metric a number or null."""
+    step = row.get("step")
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not float(step).is_integer():
+        return False
+    return all(row.get(key) is None or (isinstance(row[key], (int, float)) and not isinstance(row[key], bool))
+               for key in METRIC_KEYS)
 
 
 def truncate_metrics(run_dir: Path, last_step: int) -> None:

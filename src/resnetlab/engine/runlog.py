@@ -126,6 +126,20 @@ class RunLogger:
             self._writer = None
 
 
+def running_window(current: tuple[float, float], previous: tuple[float, float] | None, steps: int,
+                   window: int) -> tuple[float, float]:
+    """(loss, accuracy) over about the last `window` steps for a progress line between metrics rows: the `steps`
+    since the last row (`current`) and the rest of the window from that row (`previous`), weighted by steps.
+
+    The accumulator starts over at every row; shown alone, its first few steps made the accuracy jump at each
+    row (a handful of batches, then a whole window).
+    """
+    if previous is None or steps >= window:
+        return current
+    share = max(0, steps) / window
+    return (share * current[0] + (1 - share) * previous[0], share * current[1] + (1 - share) * previous[1])
+
+
 def _duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rem = divmod(seconds, 3600)

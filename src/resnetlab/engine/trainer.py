@@ -36,13 +36,18 @@ from resnetlab.engine.distributed import (
 )
 from resnetlab.engine.evaluate import evaluate_model
 from resnetlab.engine.hooks import Hook
+from resnetlab.engine.preflight import check_memory
 from resnetlab.engine.run import Run, build_run, checkpoint_state, missing_run_error, open_run_dir
 from resnetlab.engine.rundir import RunLock, lock_run_dir, remove_stale_temp_files, write_summary
+from resnetlab.engine.runlog import running_window
 from resnetlab.engine.runtime import StopSignals, process_settings, quiet_logs
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
 from resnetlab.models import summarize
 
 log = logging.getLogger(__name__)
+
+AUTO_LOG_EVERY = 50  # train.log_every=auto: a metrics row every 50 steps,
+MIN_CURVE_ROWS = 20  # or every total / 20 steps in a shorter run
 
 @dataclass
 class RunResult:
@@ -80,6 +85,7 @@ def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None =
         Interrupted: SIGINT/SIGTERM arrived; last.pt was saved, `resume=True` continues.
     """
     wall_start = time.perf_counter()
+    check_memory(cfg)  # a size that cannot fit is refused with its figure, not by the out-of-memory killer
     env = DistEnv.from_environ()
     with StopSignals() as stop, quiet_logs(cfg.train.quiet):  # handlers first: a signal from now on stops cleanly
         device = builders.select_device(cfg.train.device, env.local_rank)
@@ -165,7 +171,7 @@ def train_one_epoch(run: Run) -> None:
         if run.logger is not None:
             run.logger.step(step)
         evaluating = _is_eval_point(run, step)
-        if step % run.cfg.train.log_every == 0 and not evaluating:
+        if step % log_every(run) == 0 and not evaluating:
             log_interval(run)
         elif run.logger is not None and run.logger.wants_message(time.perf_counter() - run.clock["last_message"]):
             _progress_message(run)
@@ -230,6 +236,7 @@ def _close_row(run: Run) -> dict[str, Any]:
     period_s, period_images = _close_period(run)
     train = run.train_metrics.compute()
     run.train_metrics.reset()
+    run.clock.update(row_loss=train["loss"], row_acc=train["acc"])  # what progress lines blend in (running_window)
     run.state.final_train_acc = train["acc"]
     run.state.train_time_s = _loop_time(run)
     return {"step": run.state.step, "epoch": round(run.state.step / run.steps_per_epoch, 4), "lr": run.state.lr,
@@ -366,6 +373,15 @@ def _is_eval_point(run: Run, step: int) -> bool:
     return step % every == 0 or step >= run.total_iters or run.stop_reason is not None
 
 
+def log_every(run: Run) -> int:
+    """Steps between metrics rows: train.log_every, or with `auto` 50, fewer in a run too short for 20 rows of 50
+    steps (a 300-step run gets a row every 15 steps, not a curve of 6 points)."""
+    value = run.cfg.train.log_every
+    if value == "auto":
+        return max(1, min(AUTO_LOG_EVERY, run.total_iters // MIN_CURVE_ROWS))
+    return int(value)
+
+
 def _start_period(run: Run, now: float) -> None:
     run.clock.update(period_start=now, period_images=0.0, period_step=float(run.state.step))
 
@@ -388,8 +404,11 @@ def _progress_message(run: Run) -> None:
     train = run.train_metrics.compute()
     elapsed = time.perf_counter() - run.clock["period_start"]
     assert run.logger is not None
-    run.logger.progress({"step": run.state.step, "lr": run.state.lr, "train_loss": train["loss"],
-                         "train_acc": train["acc"], "images_per_s": run.clock["period_images"] / max(elapsed, 1e-9)})
+    steps = int(run.state.step - run.clock["period_step"])
+    previous = (run.clock["row_loss"], run.clock["row_acc"]) if "row_acc" in run.clock else None
+    loss, acc = running_window((train["loss"], train["acc"]), previous, steps, log_every(run))
+    run.logger.progress({"step": run.state.step, "lr": run.state.lr, "train_loss": loss, "train_acc": acc,
+                         "images_per_s": run.clock["period_images"] / max(elapsed, 1e-9)})
     run.clock["last_message"] = time.perf_counter()
 
 
@@ -426,7 +445,7 @@ def _stop_signal(run: Run) -> int | None:
     signum = run.stop.signum
     if not run.env.distributed:
         return signum
-    if run.state.step % run.cfg.train.log_every:
+    if run.state.step % log_every(run):
         return None
     return (signum or int(signal.SIGTERM)) if any_rank(signum is not None, run.device) else None
 

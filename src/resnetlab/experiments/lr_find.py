@@ -34,10 +34,14 @@ from resnetlab.engine.run import Run, build_run
 from resnetlab.engine.runtime import process_settings
 from resnetlab.engine.trainer import set_train_mode, train_step
 from resnetlab.errors import UserError
+from resnetlab.reports.plots import figure_path
 
 logger = logging.getLogger(__name__)
 
-SMOOTHING = 0.98  # EMA factor of the loss (fastai's default)
+SMOOTHING = 0.98  # EMA factor of the loss (fastai's default); shorter tests average over fewer steps (smoothing_for)
+SMOOTHING_SPAN = 0.25  # a short test averages over about this fraction of its iterations (1 / (1 - beta) steps)
+MAX_LR_FIND = 1e6  # the largest --lr-max: far past where any net here diverges (float32 overflows not far beyond)
+MIN_TRUSTED_ITERS = 100  # a shorter test samples each decade of lr a few times only: its suggestion is rough
 DIVERGE = 4.0  # stop once the smoothed loss exceeds this multiple of the best one
 DIVERGE_WINDOW = 5  # or once this many raw losses in a row exceed twice the best, a decade of lr past it
 SKIP_START = 10  # first iterations never suggested (the EMA is still warming up): at most 10, at most n/10
@@ -86,6 +90,12 @@ def lr_find(cfg: Config, out: str | Path = "lr_find.png", iters: int = 200, lr_m
         UserError: bad range or iterations, or anything the recipe's data or model cannot be built from.
     """
     check_range(iters, lr_min, lr_max)
+    out = figure_path(out, "lr_find.png")  # x.txt fails now, not after the test
+    if iters < MIN_TRUSTED_ITERS:
+        decades = math.log10(lr_max / lr_min)
+        logger.warning("a range test of %d iterations is too short to trust: %.0f steps per decade of lr over %.1f "
+                       "decades, each loss an average of few batches; use --iters %d or more", iters,
+                       iters / decades, decades, 2 * MIN_TRUSTED_ITERS)
     env = DistEnv.from_environ()
     device = select_device(cfg.train.device, env.local_rank)
     init_distributed(env, device, cfg.dist.timeout_s)
@@ -122,38 +132,69 @@ class ExponentialRange:
         return lr
 
 
+def smoothing_for(iters: int) -> float:
+    """The EMA factor for a test of `iters` steps: fastai's 0.98 (an average over ~50 steps) from 200 steps on (the
+    default); shorter tests average over ~25% of their steps, or the average would lag the test behind the loss."""
+    return min(SMOOTHING, 1 - 1 / max(2.0, SMOOTHING_SPAN * iters))
+
+
+class RangeTracker:
+    """The range test's bookkeeping: the smoothed loss, its best, and when the test has diverged (`add`)."""
+
+    def __init__(self, iters: int) -> None:
+        self.beta = smoothing_for(iters)
+        self.short = iters < MIN_TRUSTED_ITERS
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.raw: list[float] = []
+        self._average, self.best, self.best_lr = 0.0, math.inf, 0.0
+
+    def add(self, lr: float, value: float) -> bool:
+        """Record the loss after a step at `lr`; True when the test should stop (not finite, or diverged)."""
+        if not math.isfinite(value):
+            return True
+        self._average = self.beta * self._average + (1 - self.beta) * value
+        smoothed = self._average / (1 - self.beta ** (len(self.raw) + 1))
+        self.lrs.append(lr)
+        self.losses.append(smoothed)
+        self.raw.append(value)
+        if smoothed < self.best:
+            self.best, self.best_lr = smoothed, lr
+        if self.short and value > DIVERGE * self.best:  # a blow-up that a short test's average would reach too late
+            return True
+        return diverged(smoothed, self.best, self.raw[-DIVERGE_WINDOW:], lr, self.best_lr, start=self.losses[0])
+
+    def curve(self) -> LRCurve:
+        return LRCurve(lrs=self.lrs, losses=self.losses, raw_losses=self.raw)
+
+
 def _range_test(run: Run, iters: int, lr_min: float, lr_max: float) -> LRCurve:
     """Step the run with an exponentially growing lr until `iters` steps or divergence; the smoothed losses."""
     run.schedule = ExponentialRange(iters, lr_min, lr_max)
-    lrs, losses, raw = [], [], []
-    average, best, best_lr = 0.0, math.inf, lr_min
+    tracker = RangeTracker(iters)
     set_train_mode(run)
-    for i, (x, y) in zip(range(iters), _forever(run.train_loader), strict=False):
+    for _, (x, y) in zip(range(iters), _forever(run.train_loader), strict=False):
         loss = train_step(run, x, y)
-        value = float(loss.detach())  # one host sync per step: the test needs every loss
-        if not math.isfinite(value):
+        if tracker.add(run.state.lr, float(loss.detach())):  # one host sync per step: the test needs every loss
             break
-        average = SMOOTHING * average + (1 - SMOOTHING) * value
-        smoothed = average / (1 - SMOOTHING ** (i + 1))
-        lrs.append(run.state.lr)
-        losses.append(smoothed)
-        raw.append(value)
-        if smoothed < best:
-            best, best_lr = smoothed, run.state.lr
-        if diverged(smoothed, best, raw[-DIVERGE_WINDOW:], run.state.lr, best_lr):
-            break
-    if len(lrs) < iters:
-        logger.info("the loss diverged at lr %.2g; stopped after %d of %d iterations", lrs[-1] if lrs else lr_min,
-                    len(lrs), iters)
-    return LRCurve(lrs=lrs, losses=losses, raw_losses=raw)
+    if len(tracker.lrs) < iters:
+        logger.info("the loss diverged at lr %.2g; stopped after %d of %d iterations",
+                    tracker.lrs[-1] if tracker.lrs else lr_min, len(tracker.lrs), iters)
+    return tracker.curve()
 
 
-def diverged(smoothed: float, best: float, recent: list[float], lr: float, best_lr: float) -> bool:
+def diverged(smoothed: float, best: float, recent: list[float], lr: float, best_lr: float,
+             start: float | None = None) -> bool:
     """Whether the test can stop: the smoothed loss is over 4x its best (fastai's rule), or, a decade of lr past
-    the best loss, each of the last DIVERGE_WINDOW losses is over twice the best (a net that blew up often
-    settles near chance level, under 4x the best, where the smoothed loss would take long to get)."""
-    settled_high = len(recent) >= DIVERGE_WINDOW and min(recent) > 2 * best
-    return smoothed > DIVERGE * best or (lr > 10 * best_lr and settled_high)
+    the best loss, each of the last DIVERGE_WINDOW losses is over twice the best, or back above the first
+    (smoothed) loss after it had fallen by 10% (a net that blew up often settles near chance level, under 4x and
+    even 2x the best, where the smoothed loss would take long to get)."""
+    if smoothed > DIVERGE * best:
+        return True
+    if lr <= 10 * best_lr or len(recent) < DIVERGE_WINDOW:
+        return False
+    lost_it = start is not None and best < 0.9 * start and min(recent) > start
+    return min(recent) > 2 * best or lost_it
 
 
 def check_range(iters: int, lr_min: float, lr_max: float) -> None:
@@ -162,6 +203,9 @@ def check_range(iters: int, lr_min: float, lr_max: float) -> None:
         raise UserError(f"--iters must be at least 10 for a range test (default 200); got {iters}")
     if not 0 < lr_min < lr_max:
         raise UserError(f"the lr range must satisfy 0 < --lr-min < --lr-max; got {lr_min} and {lr_max}")
+    if not lr_max <= MAX_LR_FIND:
+        raise UserError(f"--lr-max must be at most {MAX_LR_FIND:g} (every net here diverges long before); got "
+                        f"{lr_max:g}")
 
 
 def suggest_lr(lrs: list[float], losses: list[float]) -> tuple[float, str]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -116,6 +116,27 @@ def load_spec(spec: str | Path | Mapping[str, Any]) -> SweepSpec:
     if not isinstance(raw, Mapping):
         raise UserError(f"sweep spec {spec} must be a mapping with keys {', '.join(SPEC_KEYS)}")
     return parse_spec(raw, name=name, base=base)
+
+
+def with_overrides(spec: str | Path | Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """The spec as a mapping with `key=value` overrides added to its `set:` (`resnetlab sweep SPEC --set ...`: every
+    run gets them, as `train --set` gives them to one run). A key the grid varies is an error; a `when:` entry
+    still wins over it for its grid value."""
+    parsed = load_spec(spec)
+    raw = parsed.to_dict()
+    for item in overrides:
+        key, text = item.partition("=")[0].strip(), item.partition("=")[2]
+        if not key or "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE (e.g. train.epochs=2); got {item!r}")
+        if key in parsed.grid:
+            raise UserError(f"--set {key}: sweep {parsed.name} varies it in its grid ({format_value(parsed.grid[key])})"
+                            "; leave it to the grid or copy the spec and change it there")
+        try:
+            raw["set"][key] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raw["set"][key] = text
+    parse_spec(raw, name=parsed.name)  # reserved keys (train.seed, train.out_dir) are refused as in a spec
+    return raw
 
 
 def parse_spec(raw: Mapping[str, Any], *, name: str = "sweep", base: Path | None = None) -> SweepSpec:

@@ -47,8 +47,9 @@ from typing import Any
 import torch
 import yaml
 
-from resnetlab.engine.builders import drop_foreign_options, physical_cores
+from resnetlab.engine.builders import drop_foreign_options, physical_cores, shared_splits
 from resnetlab.engine.config import Config, config_to_dict, load_config
+from resnetlab.engine.preflight import check_data_paths, check_memory, check_model_name
 from resnetlab.engine.run import RESUME_MAY_CHANGE, flatten
 from resnetlab.engine.rundir import CONFIG, atomic_write, clear_run, is_finished, lock_run_dir, read_config
 from resnetlab.engine.trainer import train
@@ -103,7 +104,8 @@ def _run_claimed(parsed: SweepSpec, points: list[RunPoint], out: Path, jobs: int
                 len(points) - len(tasks), len(tasks), sum(t.resume for t in tasks))
     started = time.monotonic()
     if jobs == 1:
-        failed = [t.point.name for t in tasks if not _train_in_process(parsed, t)]
+        with shared_splits():  # each data set is read once for all the runs, not once per run
+            failed = [t.point.name for t in tasks if not _train_in_process(parsed, t)]
     else:
         failed = _run_subprocesses(parsed, tasks, jobs, out / LOGS_DIR)
     logger.info("sweep %s: ran %d runs in %.0f s", parsed.name, len(tasks), time.monotonic() - started)
@@ -132,11 +134,14 @@ def read_spec(spec: str | Path | Mapping[str, Any]) -> tuple[SweepSpec, list[Run
 
 
 def check_spec(spec: SweepSpec, points: list[RunPoint]) -> None:
-    """Resolve every run's config up front so that a bad recipe, key or value fails before any training."""
-
+    """Resolve every run's config up front so that a bad recipe, key or value, an unknown model or a missing data
+    folder fails before any training (not hours in, at the grid point that has it)."""
     for point in points:
         try:
-            load_config(point.recipe(spec), point.overrides(spec))
+            cfg = load_config(point.recipe(spec), point.overrides(spec))
+            check_model_name(cfg.model.name)
+            check_data_paths(cfg)
+            check_memory(cfg)
         except UserError as exc:
             raise UserError(f"sweep {spec.name}, run {point.name}: {exc}") from None
 

@@ -9,7 +9,9 @@ Networks", Table 3 (the 9n+2 bottleneck nets ResNet-164 and ResNet-1001).
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 BlockName = Literal["basic", "bottleneck"]
@@ -61,3 +63,24 @@ def model_names(pattern: str = "*") -> list[str]:
     """The zoo's model names matching the shell-style `pattern`, in natural order (resnet20 before resnet110)."""
     names = [n for n in (*CIFAR_MODELS, *IMAGENET_MODELS) if fnmatch.fnmatchcase(n, pattern)]
     return sorted(names, key=natural_key)
+
+
+def unknown_model_message(name: str, known: Sequence[str]) -> str:
+    """The one-line error for a model name that is not in `known`, with the nearest name ("did you mean")."""
+    # compared with look-alike letters read as digits (resnet2O, resnet5O), which difflib alone ranks as far
+    key = _lookalike_key(name)
+
+    def closeness(candidate: str) -> tuple[float, int]:  # similarity, then the longer common start (resnet21: 20)
+        other = _lookalike_key(candidate)
+        pairs = zip(key, other, strict=False)
+        prefix = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(key), len(other)))
+        return difflib.SequenceMatcher(None, key, other).ratio(), prefix
+
+    ranked = sorted(known, key=closeness, reverse=True)
+    close = [ranked[0]] if ranked and closeness(ranked[0])[0] >= 0.6 else []
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown model {name!r}; {hint}known models: {' '.join(sorted(known, key=natural_key))}"
+
+
+def _lookalike_key(name: str) -> str:
+    return name.lower().translate(str.maketrans({"o": "0", "l": "1", "i": "1"}))

@@ -24,7 +24,7 @@ from torch import nn
 
 from resnetlab.errors import UserError
 from resnetlab.models import cifar, imagenet, integrity
-from resnetlab.models.catalog import natural_key
+from resnetlab.models.catalog import natural_key, unknown_model_message
 from resnetlab.models.cifar import ModelBuilder
 from resnetlab.models.pretrained import fetch_weights, get_weights, is_weight_name
 
@@ -70,7 +70,7 @@ def list_models(pattern: str = "*") -> list[str]:
 def get_builder(name: str) -> ModelBuilder:
     """The builder registered as `name`, or a UserError that lists the known names."""
     if name not in _MODELS:
-        raise UserError(f"unknown model {name!r}; known models: {' '.join(list_models())}")
+        raise UserError(unknown_model_message(name, list_models()))
     return _MODELS[name]
 
 

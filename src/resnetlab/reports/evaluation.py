@@ -8,14 +8,15 @@ from typing import Any
 
 from resnetlab.engine.evaluate import score, tta_name
 from resnetlab.reports import plots
-from resnetlab.reports.explain import plot_gradcam_wrong
+from resnetlab.reports.explain import captum_available, plot_gradcam_wrong
 
 
 def evaluate_run(path: Path | str, split: str = "test", tta: bool | str = False, *, data: str | None = None,
                  data_dir: Path | str | None = None, device: str = "auto",
-                 batch_size: int | None = None, gradcam: bool = False) -> dict[str, Any]:
+                 batch_size: int | None = None, gradcam: bool | None = None) -> dict[str, Any]:
     """`resnetlab.evaluate` (see there), plus plots/confusion_<tag>.png and plots/wrong_<tag>.png, and with
-    `gradcam` plots/gradcam_wrong_<tag>.png (Grad-CAM of the most confidently wrong images; needs captum).
+    `gradcam` plots/gradcam_wrong_<tag>.png (Grad-CAM of the most confidently wrong images; needs captum; None:
+    when captum is installed, so that `resnetlab report` after `resnetlab evaluate` finds every piece).
 
     Returns:
         The metrics with per-class rows, split, tta, checkpoint, step and the files written.
@@ -29,7 +30,7 @@ def evaluate_run(path: Path | str, split: str = "test", tta: bool | str = False,
                                                                  out / "plots" / f"confusion_{tag}.png", title=title))
     result["files"]["wrong predictions"] = str(plots.plot_wrong(scored.images, scored.targets, scored.scores, classes,
                                                                 out / "plots" / f"wrong_{tag}.png"))
-    if gradcam:
+    if gradcam or (gradcam is None and captum_available()):
         result["files"]["Grad-CAM of wrong predictions"] = str(plot_gradcam_wrong(
             scored, out / "plots" / f"gradcam_wrong_{tag}.png"))
     return result

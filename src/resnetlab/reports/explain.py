@@ -181,6 +181,8 @@ def explain(checkpoint: Path | str, inputs: Sequence[Path | str], out_dir: Path 
         One dict per input, in order: {"path", "out", "predicted", "prob"[, "class", "class_prob"]}, or
         {"path", "error"} for a file that is not a readable image.
     """
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder for the Grad-CAM images (it is created)")
     paths = expand_inputs(inputs)
     model, info = load_checkpoint(checkpoint_path(checkpoint))
     classes = list(info["classes"])

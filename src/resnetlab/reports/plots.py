@@ -18,6 +18,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 
 from resnetlab.data import ImageSet
 from resnetlab.engine.builders import build_data, make_loader, scaled_lr
@@ -34,14 +35,27 @@ TRAIN_STYLE = {"linewidth": 0.9, "linestyle": "--", "alpha": 0.85}
 VAL_STYLE = {"linewidth": 2.2}
 
 
-def _save(fig: Figure, out: Path | str) -> Path:
-    """Save `fig` as `out` (a folder gets curves.png inside it; a name without a suffix gets .png); returns the
-    path really written."""
+def figure_path(out: Path | str, default_name: str = "curves.png") -> Path:
+    """The file a figure goes to: `out`, a folder's `default_name`, or `out` + .png without a suffix.
+
+    Raises:
+        UserError: a suffix matplotlib cannot write (x.txt), before anything is computed or drawn.
+    """
     out = Path(out)
     if out.is_dir():
-        out = out / "curves.png"
-    elif not out.suffix:
-        out = out.with_name(out.name + ".png")
+        return out / default_name
+    if not out.suffix:
+        return out.with_name(out.name + ".png")
+    supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    if out.suffix[1:].lower() not in supported:
+        others = ", ".join(f".{f}" for f in sorted(supported) if f in ("pdf", "svg", "jpg", "webp"))
+        raise UserError(f"--out {out}: {out.suffix} is not an image format; use .png (or {others})")
+    return out
+
+
+def _save(fig: Figure, out: Path | str) -> Path:
+    """Save `fig` as `figure_path(out)`; returns the path really written."""
+    out = figure_path(out)
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()  # drawn in memory, then written whole: a full or read-only disk leaves no partial file
     fig.savefig(buffer, dpi=DPI, bbox_inches="tight", format=out.suffix[1:].lower() or "png")
@@ -92,6 +106,16 @@ def _draw_runs(axes: Sequence[Axes], runs: Sequence[tuple[str, list[dict[str, An
             ax.legend(fontsize="small")
     if axes[0].lines and all(min(line.get_ydata()) > 0 for line in axes[0].lines):
         axes[0].set_yscale("log")
+        axes[0].yaxis.set_major_formatter(PlainLogFormatter())
+        axes[0].yaxis.set_minor_formatter(PlainLogFormatter(minor_thresholds=(2, 0.5)))
+
+
+class PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers (2, 0.5, 10), not matplotlib's "2 × 10⁰" on a loss axis of a narrow range;
+    which ticks get a label is still matplotlib's choice (every minor one only over a short range)."""
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return f"{x:g}"
 
 
 def plot_runs(run_dirs: Sequence[Path | str], out: Path | str, title: str | None = None) -> Path:
@@ -107,6 +131,7 @@ def plot_runs(run_dirs: Sequence[Path | str], out: Path | str, title: str | None
     """
     if not run_dirs:
         raise UserError("give at least one run directory to plot")
+    figure_path(out)  # a bad --out fails before the runs are read
     runs = [(_run_label(Path(d)), read_metrics(d)) for d in run_dirs]
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2)

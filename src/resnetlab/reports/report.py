@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from resnetlab.engine.evalrecord import is_current
 from resnetlab.engine.evaluate import tta_name
 from resnetlab.engine.rundir import RERUN, atomic_write, read_config, read_evaluation, read_metrics, read_summary
 from resnetlab.errors import UserError
@@ -58,6 +59,9 @@ table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
 th, td { padding: 5px 10px; border-bottom: 1px solid #eceef1; text-align: right; white-space: nowrap; }
 th { background: #f7f8fa; color: #4b5563; font-weight: 600; }
 td.k, th.k { text-align: left; }
+table.kv { table-layout: fixed; }
+table.kv td.k { width: 38%; }
+table.kv td:not(.k) { white-space: normal; overflow-wrap: anywhere; }
 tr.avg td { font-weight: 600; background: #fafbfc; }
 .bar { display: inline-block; height: 8px; background: #5b8fd0; border-radius: 2px; vertical-align: middle;
        margin-left: 6px; }
@@ -92,7 +96,8 @@ def _ensure_pieces(run_dir: Path) -> list[str]:
     needed = [run_dir / f"eval_{SPLIT}.json", plot_dir / f"confusion_{SPLIT}.png", plot_dir / f"wrong_{SPLIT}.png"]
     gradcam = plot_dir / f"gradcam_wrong_{SPLIT}.png"
     explainable = captum_available()
-    if not all(p.is_file() for p in needed):
+    if not all(p.is_file() for p in needed) or not _evaluation_is_current(run_dir):
+        gradcam.unlink(missing_ok=True)  # drawn from the old checkpoint's mistakes
         _attempt("test-set evaluation", lambda: evaluate_run(run_dir, split=SPLIT, gradcam=explainable), notes)
     if not gradcam.is_file():
         if not explainable:
@@ -106,6 +111,21 @@ def _ensure_pieces(run_dir: Path) -> list[str]:
     if not (plot_dir / "train_samples.png").is_file():
         _attempt("training-image grid", lambda: plots.plot_train_samples(run_dir), notes)
     return notes
+
+
+def _evaluation_is_current(run_dir: Path) -> bool:
+    """Whether eval_test.json scored best.pt as it is now (by its sha256); else it is scored again. An evaluation
+    without a checkpoint to compare with (best.pt gone) is kept: there is nothing newer to score."""
+    result = read_evaluation(run_dir, SPLIT)
+    best = run_dir / "checkpoints" / "best.pt"
+    if not best.is_file():
+        return True
+    if is_current(result, best):
+        return True
+    recorded = (result or {}).get("step")
+    log.info("report: eval_%s.json scored %s, not best.pt as it is now; scoring it again", SPLIT,
+             f"the checkpoint of step {recorded}" if recorded is not None else "another checkpoint")
+    return False
 
 
 # ------------------------------------------------------------------------------------------- HTML parts
@@ -153,9 +173,12 @@ PROVENANCE_LABELS = {
 
 
 def _kv_table(data: dict[str, Any], labels: dict[str, str]) -> str:
+    """Key and value rows; a value that is not there (None: not stopped early, no MACs) is left out, and a long
+    value (the command line) wraps inside its cell rather than pushing the others off the page."""
     rows = "".join(f'<tr><td class="k">{html.escape(labels.get(str(k), str(k)))}</td>'
-                   f'<td>{html.escape(_fmt(str(k), v))}</td></tr>' for k, v in data.items() if not isinstance(v, dict))
-    return f"<table><tbody>{rows}</tbody></table>"
+                   f'<td>{html.escape(_fmt(str(k), v))}</td></tr>' for k, v in data.items()
+                   if not isinstance(v, dict) and v is not None)
+    return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
 def _kpis(summary: dict[str, Any] | None, result: dict[str, Any] | None) -> str:

@@ -446,4 +446,4 @@ def test_a_hidden_class_folder_is_named(tmp_path):
             Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(tmp_path / "images" / name / f"{i}.png")
     done = run_worker("none", 0, ["train", "--data", f"imagefolder:{tmp_path / 'images'}", "--out", tmp_path / "run",
                                   "--iters", "1", "--device", "cpu"])
-    assert done.returncode == 2 and "..hidden" in one_line(done.stderr) and not (tmp_path / "run").exists()
+    assert done.returncode == 2 and "..hidden" in error_line(done.stderr) and not (tmp_path / "run").exists()

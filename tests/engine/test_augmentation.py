@@ -100,10 +100,13 @@ def test_the_loss_is_cross_entropy_on_the_mixed_targets(tiny_root):
     x, y = next(iter(run.train_loader))
     assert y.dim() == 2 and (y.max(1).values < 1).any()  # soft targets
     run.model.train()
-    expected = F.cross_entropy(run.model(x), y, label_smoothing=0.1)  # before the step changes the weights
+    with torch.autocast("cpu", dtype=run.amp, enabled=run.amp is not None):  # as the step (auto: bf16 on AMX)
+        logits = run.model(x)  # before the step changes the weights
+        expected = F.cross_entropy(logits, y, label_smoothing=0.1)  # in float32 under autocast, as the step's
+        hard = F.cross_entropy(logits, y.argmax(1), label_smoothing=0.1)
     loss = train_step(run, x, y)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert loss.item() != pytest.approx(F.cross_entropy(run.model(x), y.argmax(1), label_smoothing=0.1).item())
+    assert loss.item() != pytest.approx(hard.item())
 
 
 def test_training_accuracy_counts_the_share_of_the_predicted_class():

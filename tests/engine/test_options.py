@@ -107,14 +107,17 @@ def test_no_weight_decay_on_batchnorm_and_biases():
 # ------------------------------------------------------------------------------------- the machine
 
 
-def test_amp_changes_the_arithmetic_and_fp16_scales_the_loss(tiny_root, tmp_path):
+def test_amp_changes_the_arithmetic_and_fp16_scales_the_loss(tiny_root, tmp_path, monkeypatch):
     train(tiny_config(tiny_root, tmp_path / "fp32", train__iters=2, train__amp="off"))
     train(tiny_config(tiny_root, tmp_path / "bf16", train__iters=2, train__amp="bf16"))
     fp32, bf16 = (_last(tmp_path / name)["model"]["fc.weight"] for name in ("fp32", "bf16"))
     assert not torch.equal(fp32, bf16)
     train(tiny_config(tiny_root, tmp_path / "fp16", train__iters=2, train__amp="fp16"))
     assert _last(tmp_path / "fp16")["scaler"]["scale"] > 0 and _last(tmp_path / "fp32")["scaler"] == {}  # fp16 scales
-    assert builders.amp_dtype("auto", torch.device("cpu")) is None  # auto: no autocast on a CPU
+    native = torch.bfloat16 if builders.native_bf16_cpu() else None  # AMX/AVX512_BF16 kernels: bf16, else none
+    assert builders.amp_dtype("auto", torch.device("cpu")) is native
+    monkeypatch.setattr(builders, "native_bf16_cpu", lambda: False)
+    assert builders.amp_dtype("auto", torch.device("cpu")) is None  # auto: no autocast on a CPU that emulates bf16
     assert builders.amp_dtype("fp16", torch.device("cpu")) is torch.float16
 
 

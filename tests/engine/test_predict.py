@@ -53,7 +53,12 @@ def test_rgb_and_resized_files_are_converted(tiny_run, tmp_path) -> None:
     Image.fromarray(np.stack([src] * 3, axis=-1), mode="RGB").save(tmp_path / "rgb.png")  # luma of (v,v,v) is v
     Image.fromarray(np.kron(src, np.ones((3, 3), dtype=np.uint8)), mode="L").save(tmp_path / "big.png")  # 48 px
     by_name = {r["path"].rsplit("/", 1)[1]: r for r in predict(tiny_run, [tmp_path], top_k=2)}
-    assert by_name["rgb.png"]["predictions"] == by_name["grey.png"]["predictions"]
+    assert [p["class"] for p in by_name["rgb.png"]["predictions"]] == [p["class"] for p in by_name["grey.png"][
+        "predictions"]]
+    # Alone (each the only image of its batch), the same pixels give the same bits: in one batch the kernels may
+    # round rows differently by their place in it (AVX2 kernels do, by 1e-6 relative).
+    (rgb,), (grey,) = (predict(tiny_run, [tmp_path / name], top_k=2) for name in ("rgb.png", "grey.png"))
+    assert rgb["predictions"] == grey["predictions"]
     assert len(by_name["big.png"]["predictions"]) == 2  # resized to the run's 16 px and predicted
 
 

@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
 from resnetlab.engine.config import load_config
+from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.trainer import train
 from resnetlab.models import create_model
 
@@ -76,6 +77,18 @@ def test_load_checkpoint_gives_an_inference_model_and_its_info(base_run, tiny_ro
     best = read_checkpoint(base_run / "checkpoints" / "best.pt")
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, best["model"][name])
+
+
+def test_the_test_of_a_mixed_precision_run_is_what_evaluate_gives(tiny_root, tmp_path):
+    run_dir = train(tiny_config(tiny_root, tmp_path / "run", train__iters=4, train__eval_every=2,
+                                train__amp="bf16")).run_dir
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["amp"] == "bf16"  # trained under bf16 autocast; the test runs in full precision, as evaluate
+    best, final = evaluate(run_dir), evaluate(run_dir / "checkpoints" / "last.pt")
+    assert best["n"] == final["n"] == 160
+    assert (best["acc"], final["acc"]) == (summary["test_acc"], summary["test_acc_final"])
+    assert best["loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
+    assert final["loss"] == pytest.approx(summary["test_loss_final"], rel=1e-5)
 
 
 def test_validation_every_n_iterations_and_at_the_end(tiny_root, tmp_path):

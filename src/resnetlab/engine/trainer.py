@@ -263,12 +263,16 @@ def validate_and_checkpoint(run: Run) -> None:
 
 
 def finish(run: Run, wall_start: float) -> dict[str, Any]:
-    """Test the best-validation and the final model once, then write summary.json (last: it means done)."""
+    """Test the best-validation and the final model once, then write summary.json (last: it means done).
+
+    The test runs in full precision, as `resnetlab evaluate` does, whatever autocast trained the model (train.amp:
+    auto is bf16 on AMX/AVX512_BF16 CPUs): summary.json's test numbers are those `evaluate` gives on best.pt.
+    """
     assert run.data.test is not None and run.run_dir is not None
     test_loader = builders.make_loader(run.data.test, run.cfg, train=False, device=run.device,
                                        normalization=run.data.normalization, rank=run.env.rank,
                                        world_size=run.env.world_size)
-    test = {"num_classes": len(run.data.classes), "amp_dtype": run.amp, "tta": run.cfg.eval.tta,
+    test = {"num_classes": len(run.data.classes), "amp_dtype": None, "tta": run.cfg.eval.tta,
             "progress": run.logger is not None and run.logger.interactive, "what": "test"}
     batches = test_loader if run.env.distributed else _until_stopped(test_loader, run)
     final = evaluate_model(run.eval_net, batches, **test)

@@ -100,3 +100,18 @@ def test_a_run_with_every_fast_technique_resumes_bit_exactly(tiny_root, tmp_path
     for part in ("model", "train_model"):
         assert a[part].keys() == b[part].keys() and all(torch.equal(v, b[part][k]) for k, v in a[part].items())
     assert straight.summary["test_loss_final"] == resumed.summary["test_loss_final"]
+
+
+def test_a_compile_mode_is_passed_to_torch_compile(tiny_root, tmp_path, monkeypatch):
+    seen = []
+
+    def fake_compile(model, mode=None):
+        seen.append(mode)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    train(tiny_config(tiny_root, tmp_path / "a", train__compile="reduce-overhead", train__iters=1))
+    train(tiny_config(tiny_root, tmp_path / "b", train__compile=True, train__iters=1))
+    assert seen == ["reduce-overhead", None]
+    with pytest.raises(UserError, match="train.compile must be"):
+        load_config("fmnist-fast", ["train.compile=fast"])

@@ -132,7 +132,7 @@ def amp_name(dtype: torch.dtype | None) -> str:
 
 
 def use_compile(mode: bool | str, device: torch.device) -> bool:
-    """Whether to torch.compile the model for `train.compile` (auto = on CUDA only).
+    """Whether to torch.compile the model for `train.compile` (auto = on CUDA only; a mode's name = on).
 
     On CUDA, compiling fuses the BatchNorm/ReLU/add kernels and pays back its warm-up within minutes. On a
     2-core AMD EPYC CPU it did not: ResNet-20 took about the same CPU time per image compiled as eager
@@ -141,6 +141,11 @@ def use_compile(mode: bool | str, device: torch.device) -> bool:
     if mode == "auto":
         return device.type == "cuda"
     return bool(mode)
+
+
+def compile_mode(mode: bool | str) -> str | None:
+    """The `torch.compile` mode of `train.compile`: reduce-overhead or max-autotune, else None (torch's default)."""
+    return mode if mode in ("reduce-overhead", "max-autotune") else None
 
 
 def physical_cores() -> int:

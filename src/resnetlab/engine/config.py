@@ -130,7 +130,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 where native (CUDA, AVX512_BF16/AMX CPUs)
     channels_last: bool = True
-    compile: bool | Literal["auto"] = "auto"  # torch.compile; auto = on CUDA (on a CPU it did not pay, bench/)
+    # torch.compile; auto = on CUDA (on a CPU it did not pay, bench/); reduce-overhead / max-autotune: on, in that
+    # torch.compile mode (reduce-overhead replays CUDA graphs: for small nets whose steps are launch-bound)
+    compile: bool | Literal["auto", "reduce-overhead", "max-autotune"] = "auto"
     deterministic: bool = False
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # validate, select and test an exponential moving average of the weights; 0 = off

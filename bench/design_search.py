@@ -15,7 +15,7 @@ shared machine the times are not valid (accuracy does not depend on the load): c
         [--budget 180] [--out runs/search] [--only NAME ...] [--set KEY=VALUE ...]
 
 A spec is YAML: `recipe:` (the base recipe), `common:` (overrides for every candidate) and `candidates:`, a
-mapping from a name to its list of `key=value` overrides.
+mapping from a name to its list of `key=value` overrides (`recipe=NAME` among them trains another recipe).
 """
 
 from __future__ import annotations
@@ -54,10 +54,12 @@ def run_candidate(name: str, recipe: str, overrides: list[str], out: Path, threa
     """Train one candidate in a subprocess; summary.json plus wall and CPU seconds (or an `error`)."""
     run_dir = out / name
     cli = Path(sys.executable).with_name("resnetlab")
+    recipe = next((item.partition("=")[2] for item in overrides if item.startswith("recipe=")), recipe)
     command = [str(cli), "train", "--recipe", recipe, "--out", str(run_dir), "--quiet", "--set",
                f"train.threads={threads}"]
     for item in overrides:
-        command += ["--set", item]
+        if not item.startswith("recipe="):
+            command += ["--set", item]
     if (run_dir / "summary.json").is_file():  # rerunning the search reuses finished candidates
         return {**json.loads((run_dir / "summary.json").read_text()), "name": name, "wall_s": None, "cpu_s": None}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

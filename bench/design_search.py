@@ -7,7 +7,8 @@ share of what this CPU can do: achieved GFLOP/s = images/s x 3 (forward + backwa
 image (summary.json's `macs`, from torchinfo).
 
 Selection uses the validation split only (summary.json's `best_val_acc`): among the candidates whose training
-time fits `--budget`, the one with the highest validation accuracy; ties go to the faster one. The test
+time fits `--budget` (or whose work, epochs x MACs, fits `--max-work`: the budget for a shared machine), the one
+with the highest validation accuracy; ties go to the one with less work. The test
 accuracy (final model, with the recipe's eval.tta) is printed for the record and never used to choose. On a
 shared machine the times are not valid (accuracy does not depend on the load): compare `CPU s` or rerun idle.
 
@@ -37,11 +38,12 @@ DEFAULT_SPEC = Path(__file__).with_name("explore") / "fast_search.yaml"
 BACKWARD_FACTOR = 3  # a training step costs about 3 forward passes (forward, grad of inputs, grad of weights)
 
 
-def matmul_peak(dtype: torch.dtype, threads: int, n: int = 1536, seconds: float = 1.5) -> float:
+def matmul_peak(dtype: torch.dtype, threads: int, n: int = 1536, seconds: float = 3.0) -> float:
     """GFLOP/s of an n x n x n matmul in `dtype` on `threads` threads (the best of repeated timings)."""
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
+    for _ in range(3):  # warm-up: thread pool, oneDNN kernel selection
+        torch.mm(a, b)
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
         start = time.perf_counter()
@@ -74,16 +76,27 @@ def run_candidate(name: str, recipe: str, overrides: list[str], out: Path, threa
             "cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime}
 
 
-def choose(rows: list[dict[str, Any]], budget_s: float) -> dict[str, Any] | None:
-    """The candidate with the best validation accuracy among those trained within `budget_s` (faster on ties)."""
-    fit = [r for r in rows if "error" not in r and r["train_time_s"] <= budget_s]
-    return max(fit, key=lambda r: (round(r["best_val_acc"], 4), -r["train_time_s"]), default=None)
+def work(row: dict[str, Any]) -> float:
+    """Training work of a finished candidate in MMAC-epochs: epochs x forward MACs per image / 1e6 (each epoch sees
+    the same training images, so this is proportional to the FLOPs of the run whatever the machine or its load)."""
+    return row["epochs"] * (row["macs"] or 0) / 1e6
+
+
+def choose(rows: list[dict[str, Any]], budget_s: float, max_work: float | None = None) -> dict[str, Any] | None:
+    """The candidate with the best validation accuracy among those within the budget (less work on ties).
+
+    The budget is `max_work` MMAC-epochs when given (for a shared machine, whose times mean nothing), else
+    `budget_s` seconds of training.
+    """
+    fit = [r for r in rows if "error" not in r and
+           (work(r) <= max_work if max_work is not None else r["train_time_s"] <= budget_s)]
+    return max(fit, key=lambda r: (round(r["best_val_acc"], 4), -work(r)), default=None)
 
 
 def table(rows: list[dict[str, Any]], peaks: dict[str, float]) -> str:
     """One line per candidate: time, images/s, MACs, GFLOP/s and its share of the matmul peaks, val and test."""
-    head = (f"{'candidate':<18} {'train s':>8} {'images/s':>9} {'MMACs':>7} {'GFLOP/s':>8} {'%fp32':>6} {'%bf16':>6} "
-            f"{'amp':>4} {'val %':>6} {'test %':>7}")
+    head = (f"{'candidate':<18} {'train s':>8} {'images/s':>9} {'MMACs':>7} {'work':>6} {'GFLOP/s':>8} {'%fp32':>6} "
+            f"{'%bf16':>6} {'amp':>4} {'val %':>6} {'test %':>7}")
     lines = [head]
     for r in rows:
         if "error" in r:
@@ -92,7 +105,8 @@ def table(rows: list[dict[str, Any]], peaks: dict[str, float]) -> str:
         gflops = r["images_per_s"] * BACKWARD_FACTOR * 2 * (r["macs"] or 0) / 1e9
         mmacs = (r["macs"] or 0) / 1e6
         lines.append(f"{r['name']:<18} {r['train_time_s']:>8.1f} {r['images_per_s']:>9.0f} {mmacs:>7.1f} "
-                     f"{gflops:>8.1f} {100 * gflops / peaks['fp32']:>5.0f}% {100 * gflops / peaks['bf16']:>5.0f}% "
+                     f"{work(r):>6.1f} {gflops:>8.1f} {100 * gflops / peaks['fp32']:>5.0f}% "
+                     f"{100 * gflops / peaks['bf16']:>5.0f}% "
                      f"{str(r.get('amp')):>4} {100 * r['best_val_acc']:>6.2f} {100 * r['test_acc_final']:>7.2f}")
     return "\n".join(lines)
 
@@ -103,6 +117,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="candidates trained at once")
     parser.add_argument("--threads", type=int, default=2, help="threads per candidate (train.threads)")
     parser.add_argument("--budget", type=float, default=180.0, help="training seconds a candidate may take")
+    parser.add_argument("--max-work", type=float, default=None,
+                        help="budget in MMAC-epochs instead of seconds (epochs x MACs per image / 1e6), for a shared "
+                             "machine whose times mean nothing; e.g. 47 = airbench 32/64/128 for 4 epochs")
     parser.add_argument("--out", type=Path, default=Path("runs/search"), help="run directories (reused if finished)")
     parser.add_argument("--only", nargs="*", default=None, help="train only these candidates")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -124,8 +141,9 @@ def main() -> None:
             status = r.get("error") or f"val {100 * r['best_val_acc']:.2f}% in {r['train_time_s']:.0f} s"
             print(f"{r['name']}: {status}", flush=True)
     print(table(rows, peaks))
-    best = choose(rows, args.budget)
-    print(f"chosen on validation within {args.budget:.0f} s of training: {best['name'] if best else 'none'}")
+    best = choose(rows, args.budget, args.max_work)
+    within = f"{args.max_work:g} MMAC-epochs" if args.max_work is not None else f"{args.budget:.0f} s of training"
+    print(f"chosen on validation within {within}: {best['name'] if best else 'none'}")
 
 
 if __name__ == "__main__":

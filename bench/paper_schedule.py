@@ -7,6 +7,8 @@ does not depend on the pixels. The wall time is measured around the whole comman
 compilation, the 32 validations and the final test included), as a user would see it.
 
     python bench/paper_schedule.py [--iters 64000] [--device cuda] [--set train.compile=true ...]
+
+`--recipe cifar10-fast --iters 0` times another CIFAR-10 recipe on the same data, for its own length.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def write_cifar10_shaped(root: Path, train: int, test: int, seed: int = 0) -> Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=64000)
+    parser.add_argument("--recipe", default="he2016-cifar10")
+    parser.add_argument("--iters", type=int, default=64000, help="0 = the recipe's own length")
     parser.add_argument("--images", type=int, default=50000, help="training images (the test split has 1/5)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -49,9 +52,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = write_cifar10_shaped(Path(tmp) / "data", args.images, args.images // 5)
         out = Path(tmp) / "run"
-        command = [sys.executable, "-m", "resnetlab", "train", "--recipe", "he2016-cifar10", "--data-dir", str(root),
-                   "--device", args.device, "--iters", str(args.iters), "--out", str(out),
+        command = [sys.executable, "-m", "resnetlab", "train", "--recipe", args.recipe, "--data-dir", str(root),
+                   "--device", args.device, "--out", str(out),
                    "--set", "train.log_every=2000"]  # progress lines at the evaluations and every 30 s
+        if args.iters:
+            command += ["--iters", str(args.iters)]
         for item in args.overrides:
             command += ["--set", item]
         start = time.perf_counter()
@@ -60,7 +65,8 @@ def main() -> None:
         if done.returncode != 0:
             raise SystemExit(f"the run failed (exit {done.returncode})")
         summary = json.loads((out / "summary.json").read_text())
-    print(f"{summary['model']} on CIFAR-shaped data, {summary['steps']} iterations of batch 128 on "
+    print(f"{summary['model']} ({summary['recipe']}) on CIFAR-shaped data, {summary['steps']} iterations "
+          f"({summary['epochs']:g} epochs) on "
           f"{summary['device']} ({summary['provenance'].get('gpu') or summary['provenance']['cpu']}), amp "
           f"{summary['amp']}, compile {summary['compile']}")
     print(f"training loop {summary['train_time_s']:.1f} s ({summary['images_per_s']:,.0f} images/s in the steps); "

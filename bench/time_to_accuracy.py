@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, help="keep the run directories here (default: a temporary folder)")
-    parser.add_argument("--budget", type=float, default=600.0, help="seconds allowed per seed")
+    parser.add_argument("--budget", type=float, default=180.0, help="seconds allowed per seed (issue 25: 3 min)")
     parser.add_argument("--goal", type=float, default=93.0, help="test accuracy (%%) every seed must reach")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="resnetlab-tta-"))

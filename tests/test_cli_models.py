@@ -26,7 +26,7 @@ def test_models_lists_all(run_cli) -> None:
     code, out, err = run_cli("models")
     assert code == 0
     assert out.splitlines() == list_models()
-    assert len(out.splitlines()) == 18
+    assert len(out.splitlines()) == 19
 
 
 def test_models_does_not_import_torch() -> None:
@@ -72,7 +72,7 @@ def test_unknown_model_exits_2_with_one_line(run_cli) -> None:
     assert code == 2
     assert out == ""
     assert len(err.strip().splitlines()) == 1
-    assert err.startswith("resnetlab: error: unknown model 'nosuchnet'; known models: plain20")
+    assert err.startswith("resnetlab: error: unknown model 'nosuchnet'; known models: airbench plain20")
     assert "Traceback" not in err
 
 

@@ -30,7 +30,7 @@ EXPECTED = {
     "02_resnet18_fashion_mnist.ipynb": (
         ["runs/*/seed001-fmnist/summary.json", "runs/*/fmnist-fast/summary.json", "runs/*/curves.png",
          "runs/*/fmnist-fast/plots/confusion_test.png"],
-        ["| tutorial, 96 px | seed001-fmnist | resnet18 | 96 |", "| fast, 28 px | fmnist-fast | resnet20 | native |",
+        ["| tutorial, 96 px | seed001-fmnist | resnet18 | 96 |", "| fast, 28 px | fmnist-fast | airbench | native |",
          "minutes of training on this machine", "Total params: 11,175,370"]),
     "03_resnet34_from_scratch.ipynb": (
         ["runs/*/resnet34/summary.json", "runs/*/resnet34/plots/confusion_test.png"],

@@ -19,8 +19,8 @@ from resnetlab.engine.config import (
 )
 from resnetlab.errors import UserError
 
-RECIPES = ["finetune", "fmnist-fast", "he2016-cifar10", "he2016-cifar10-deep", "seed000-cifar10", "seed001-fmnist",
-           "seed002-cifar10", "seed004-cifar10"]
+RECIPES = ["cifar10-fast", "finetune", "fmnist-best", "fmnist-fast", "fmnist-resnet20", "he2016-cifar10",
+           "he2016-cifar10-deep", "seed000-cifar10", "seed001-fmnist", "seed002-cifar10", "seed004-cifar10"]
 
 
 def _leaf_keys(obj: object, prefix: str = "") -> list[str]:
@@ -42,8 +42,8 @@ def test_every_recipe_is_listed_with_a_description_and_loads():
 def test_default_recipe_is_fmnist_fast():
     cfg = load_config(None, [])
     assert cfg.recipe == "fmnist-fast"
-    assert (cfg.model.name, cfg.data.name, cfg.schedule.name) == ("resnet20", "fashion-mnist", "onecycle")
-    assert cfg.data.batch_size == 256 and cfg.data.val_size is None and cfg.train.label_smoothing == 0.1
+    assert (cfg.model.name, cfg.data.name, cfg.schedule.name) == ("airbench", "fashion-mnist", "onecycle")
+    assert cfg.data.batch_size == 512 and cfg.data.val_size is None and cfg.train.label_smoothing == 0.2
     assert builders.val_count(cfg.data.val_size, 60000, cfg.data.name) == 5000  # null: the 5,000 default
 
 

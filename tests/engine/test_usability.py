@@ -69,7 +69,7 @@ def test_val_size_takes_a_fraction_and_folders_default_to_a_tenth_or_their_val_f
     assert builders.val_count(0.1, 250, "mnist") == 25 and builders.val_count(None, 50000, "cifar10") == 5000
     assert builders.val_count(None, 300, "imagefolder:x") == 30 and builders.val_count(0, 300, "mnist") == 0
     folder = write_image_folder(tmp_path / "shapes", {"train": 100, "test": 4})  # 300 training images
-    cfg = load_config(None, [f"data.name=imagefolder:{folder}", "data.channels=1"])
+    cfg = load_config("fmnist-resnet20", [f"data.name=imagefolder:{folder}", "data.channels=1"])
     assert len(builders.build_data(cfg).val) == 30  # the default was 5,000: more than the folder holds
     write_image_folder(folder, {"val": 5})
     data = builders.build_data(cfg)

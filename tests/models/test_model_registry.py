@@ -12,10 +12,21 @@ from PIL import Image
 from support.enginekit import cli_args
 
 from resnetlab.errors import UserError
-from resnetlab.models import catalog, cifar, create_model, imagenet, list_models, load_weights, register_model, registry
+from resnetlab.models import (
+    catalog,
+    cifar,
+    create_model,
+    fast,
+    imagenet,
+    list_models,
+    load_weights,
+    register_model,
+    registry,
+)
 from resnetlab.models.registry import read_state_dict
 
 ALL_NAMES = [
+    "airbench",
     "plain20", "plain32", "plain44", "plain56", "plain110",
     "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50", "resnet56",
     "resnet101", "resnet110", "resnet152", "resnet164", "resnet1001", "resnet1202",
@@ -35,7 +46,9 @@ def test_the_catalog_names_the_registered_zoo() -> None:
     assert catalog.model_names("plain*") == list_models("plain*")
     assert set(cifar.BUILDERS) == set(catalog.CIFAR_MODELS)
     assert set(imagenet.BUILDERS) == set(catalog.IMAGENET_MODELS)
-    assert all(builder.__name__ == name for name, builder in {**cifar.BUILDERS, **imagenet.BUILDERS}.items())
+    assert set(fast.BUILDERS) == set(catalog.FAST_MODELS)
+    builders = {**cifar.BUILDERS, **imagenet.BUILDERS, **fast.BUILDERS}
+    assert all(builder.__name__ == name for name, builder in builders.items())
 
 
 @pytest.mark.parametrize("name", ["resnet1202", "plain110", "resnet1001", "resnet34", "resnet152"])
@@ -94,8 +107,8 @@ def test_registering_a_name_twice_raises() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(UserError, match=r"^unknown model 'resnet21'; did you mean resnet20\? known models: plain20 .* "
-                                        r"resnet1202$"):
+    with pytest.raises(UserError, match=r"^unknown model 'resnet21'; did you mean resnet20\? known models: "
+                                        r"airbench plain20 .* resnet1202$"):
         create_model("resnet21")
 
 

@@ -74,8 +74,8 @@ def _yaml(value: object) -> str:
 
 
 def tiny_config(root: Path, out: Path | None, **extra: object) -> Config:
-    """fmnist-fast with `tiny_overrides` (keys as data__batch_size=16)."""
-    return load_config("fmnist-fast", tiny_overrides(root, out, **extra))
+    """fmnist-resnet20 with `tiny_overrides` (keys as data__batch_size=16)."""
+    return load_config("fmnist-resnet20", tiny_overrides(root, out, **extra))
 
 
 def read_rows(run_dir: Path) -> list[dict]:
@@ -85,7 +85,7 @@ def read_rows(run_dir: Path) -> list[dict]:
 
 def cli_args(root: Path, out: Path, **extra: object) -> list[str]:
     """`resnetlab train` arguments for the tiny config (every setting as --set)."""
-    args = ["train", "--recipe", "fmnist-fast", "--out", str(out)]
+    args = ["train", "--recipe", "fmnist-resnet20", "--out", str(out)]
     for item in tiny_overrides(root, out, **extra):
         args += ["--set", item]
     return args

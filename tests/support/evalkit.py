@@ -30,7 +30,7 @@ def write_checkpoint(path: Path, *, in_chans: int = 1, image_size: int = 16, ove
     `image_size` is what the model sees (data.resize when the overrides set it); `normalization` defaults to a
     per-channel mean 0.25 and std 0.5.
     """
-    cfg = load_config(None, ["model.name=resnet20", *overrides])
+    cfg = load_config("fmnist-resnet20", ["model.name=resnet20", *overrides])
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=len(CLASSES), in_chans=in_chans)
     _perturb_batchnorm(model, 1)
@@ -86,5 +86,6 @@ def train_tiny_run(base: Path) -> Path:
     from resnetlab.engine.trainer import train
 
     data = write_image_folder(base / "shapes", {"train": 40, "test": 12})
-    cfg = load_config(None, [*TINY_RUN_OVERRIDES, f"data.name=imagefolder:{data}", f"train.out_dir={base / 'run'}"])
+    cfg = load_config("fmnist-resnet20", [*TINY_RUN_OVERRIDES, f"data.name=imagefolder:{data}",
+                                          f"train.out_dir={base / 'run'}"])
     return train(cfg).run_dir

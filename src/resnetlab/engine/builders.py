@@ -22,7 +22,7 @@ from resnetlab.data import AugmentConfig, ImageSet, Loader, channel_stats, load_
 from resnetlab.data.mixing import MixConfig
 from resnetlab.engine.config import Config
 from resnetlab.engine.distributed import DistEnv, convert_sync_batchnorm, in_turn
-from resnetlab.engine.param_groups import discriminative_groups
+from resnetlab.engine.param_groups import bn_bias_groups, discriminative_groups
 from resnetlab.engine.weights import weights_normalization
 from resnetlab.errors import UserError
 from resnetlab.models import create_model
@@ -135,7 +135,7 @@ def amp_name(dtype: torch.dtype | None) -> str:
 
 
 def use_compile(mode: bool | str, device: torch.device) -> bool:
-    """Whether to torch.compile the model for `train.compile` (auto = on CUDA only).
+    """Whether to torch.compile the model for `train.compile` (auto = on CUDA only; a mode's name = on).
 
     On CUDA, compiling fuses the BatchNorm/ReLU/add kernels and pays back its warm-up within minutes. On a
     2-core AMD EPYC CPU it did not: ResNet-20 took about the same CPU time per image compiled as eager
@@ -144,6 +144,11 @@ def use_compile(mode: bool | str, device: torch.device) -> bool:
     if mode == "auto":
         return device.type == "cuda"
     return bool(mode)
+
+
+def compile_mode(mode: bool | str) -> str | None:
+    """The `torch.compile` mode of `train.compile`: reduce-overhead or max-autotune, else None (torch's default)."""
+    return mode if mode in ("reduce-overhead", "max-autotune") else None
 
 
 def physical_cores() -> int:
@@ -459,7 +464,8 @@ def place_model(net: nn.Module, cfg: Config, env: DistEnv, device: torch.device)
 
 def build_optimizer(model: nn.Module, cfg: Config, lr: float, device: torch.device) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW; optional no weight decay on BatchNorm parameters and biases, and
-    the backbone at optim.backbone_lr_scale x the classifier's lr (each group's `lr_scale`).
+    the BatchNorm biases at optim.bn_bias_lr_scale x and the backbone at optim.backbone_lr_scale x the classifier's
+    lr (each group's `lr_scale`).
 
     Uses the fused kernels on CUDA and the multi-tensor (foreach) ones elsewhere.
     """
@@ -473,7 +479,7 @@ def build_optimizer(model: nn.Module, cfg: Config, lr: float, device: torch.devi
                                         {"params": no_decay, "weight_decay": 0.0}]
     else:
         groups = [{"params": params, "weight_decay": o.weight_decay}]
-    groups = discriminative_groups(groups, model, o.backbone_lr_scale)
+    groups = discriminative_groups(bn_bias_groups(groups, model, o.bn_bias_lr_scale), model, o.backbone_lr_scale)
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     if o.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, nesterov=o.nesterov, **fast)

@@ -100,6 +100,7 @@ class OptimConfig:
     eps: float = 1e-8
     no_weight_decay_bn_bias: bool = False  # exempt BatchNorm weights and all biases from weight decay
     backbone_lr_scale: float = 1.0  # every layer but the classifier learns at this x the lr (discriminative lr)
+    bn_bias_lr_scale: float = 1.0  # BatchNorm biases learn at this x the lr (airbench94: 64)
 
 
 @dataclass
@@ -131,10 +132,13 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"  # auto: bf16 where native (CUDA, AVX512_BF16/AMX CPUs)
     channels_last: bool = True
-    compile: bool | Literal["auto"] = "auto"  # torch.compile; auto = on CUDA (on a CPU it did not pay, bench/)
+    # torch.compile; auto = on CUDA (on a CPU it did not pay, bench/); reduce-overhead / max-autotune: on, in that
+    # torch.compile mode (reduce-overhead replays CUDA graphs: for small nets whose steps are launch-bound)
+    compile: bool | Literal["auto", "reduce-overhead", "max-autotune"] = "auto"
     deterministic: bool = False
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # validate, select and test an exponential moving average of the weights; 0 = off
+    whiten_init: bool = False  # airbench: set the 2x2 stem from the training patches' covariance, then freeze it
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     freeze_bn: bool = False  # BatchNorm layers keep their running statistics (eval mode) while training
     eval_every: int = 0  # iterations between validations; 0 = once per epoch
@@ -518,6 +522,8 @@ def _validate_techniques(cfg: Config) -> None:
     _check(t.freeze_epochs >= 0, f"train.freeze_epochs must be >= 0 (0 = no frozen phase); got {t.freeze_epochs}")
     _check(0 < cfg.optim.backbone_lr_scale <= MAX_LR, "optim.backbone_lr_scale must be positive (e.g. 0.1: the "
            f"backbone at a tenth of the classifier's lr); got {cfg.optim.backbone_lr_scale}")
+    _check(0 < cfg.optim.bn_bias_lr_scale <= MAX_LR, "optim.bn_bias_lr_scale must be positive (1 = the lr of the "
+           f"other weights); got {cfg.optim.bn_bias_lr_scale}")
     _check(t.patience >= 0, f"train.patience must be >= 0 (0 = no early stopping); got {t.patience}")
     _check(t.patience == 0 or d.val_size != 0, "train.patience needs a validation split to watch; set data.val_size "
            "(e.g. 0.1) or train.patience=0")

@@ -61,5 +61,26 @@ def discriminative_groups(groups: list[dict[str, Any]], net: nn.Module, scale: f
         for part, part_scale in (([p for p in params if id(p) not in head], scale),
                                  ([p for p in params if id(p) in head], 1.0)):
             if part:
-                out.append({**group, "params": part, "lr_scale": part_scale})
+                out.append({**group, "params": part, "lr_scale": group.get("lr_scale", 1.0) * part_scale})
+    return out
+
+
+def bn_bias_groups(groups: list[dict[str, Any]], net: nn.Module, scale: float) -> list[dict[str, Any]]:
+    """`groups` with the BatchNorm biases (shifts) moved into groups of their own at `lr_scale: scale`.
+
+    airbench94 (Jordan 2024, arXiv 2404.00498) trains the BatchNorm biases at a much higher lr than the weights
+    (optim.bn_bias_lr_scale). The options of a group (weight decay) stay with both parts; with `scale` 1 the
+    groups are returned as they are.
+    """
+    if scale == 1.0:
+        return groups
+    biases = {id(m.bias) for m in net.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    out = []
+    for group in groups:
+        params = list(group["params"])
+        for part, part_scale in (([p for p in params if id(p) not in biases], 1.0),
+                                 ([p for p in params if id(p) in biases], scale)):
+            if part:
+                out.append({**group, "params": part, "lr_scale": group.get("lr_scale", 1.0) * part_scale})
     return out

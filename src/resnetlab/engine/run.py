@@ -260,7 +260,8 @@ def build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path | N
     amp = builders.amp_dtype(cfg.train.amp, device)
     compiled = builders.use_compile(cfg.train.compile, device)
     run = Run(cfg=cfg, env=env, device=device, run_dir=run_dir, data=data, net=net,
-              model=_wrap(net, env, device, compiled), optimizer=builders.build_optimizer(net, cfg, lr, device),
+              model=_wrap(net, env, device, compiled, cfg.train.compile),
+              optimizer=builders.build_optimizer(net, cfg, lr, device),
               schedule=LRSchedule(cfg.schedule, lr, total_iters), scaler=_grad_scaler(device, amp),
               criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), amp=amp,
               train_loader=train_loader, val_loader=val_loader, train_metrics=Metrics(len(data.classes), device=device),
@@ -285,11 +286,12 @@ def _grad_scaler(device: torch.device, amp: torch.dtype | None) -> torch.amp.Gra
     return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)
 
 
-def _wrap(net: nn.Module, env: DistEnv, device: torch.device, compiled: bool) -> nn.Module:
+def _wrap(net: nn.Module, env: DistEnv, device: torch.device, compiled: bool, setting: bool | str = True) -> nn.Module:
+    """`net` for training: in DDP under torchrun, compiled (in train.compile's mode, when it names one) if asked."""
     model = net
     if env.distributed:
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(model) if compiled else model
+    return torch.compile(model, mode=builders.compile_mode(setting)) if compiled else model
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

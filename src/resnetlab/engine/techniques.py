@@ -8,12 +8,16 @@ from resnetlab.engine.config import Config
 from resnetlab.engine.early_stopping import EarlyStopping
 from resnetlab.engine.finetune import FineTune
 from resnetlab.engine.hooks import Hook
+from resnetlab.engine.whitening import PatchWhitening
 
 
 def config_hooks(cfg: Config) -> list[Hook]:
-    """The weight average (train.ema_decay), fine-tuning's frozen phase (train.freeze_epochs) and early stopping
-    (train.patience), when set."""
-    hooks: list[Hook] = [WeightAverage(cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []
+    """The patch-whitening stem (train.whiten_init: first, so that a weight average starts from it), the weight
+    average (train.ema_decay), fine-tuning's frozen phase (train.freeze_epochs) and early stopping (train.patience),
+    when set."""
+    hooks: list[Hook] = [PatchWhitening()] if cfg.train.whiten_init else []
+    if cfg.train.ema_decay > 0:
+        hooks.append(WeightAverage(cfg.train.ema_decay))
     if cfg.train.freeze_epochs > 0:
         hooks.append(FineTune(cfg.train.freeze_epochs))
     if cfg.train.patience > 0:

@@ -4,7 +4,8 @@
 
 Sources: He et al. 2016, "Deep Residual Learning for Image Recognition", Table 6 (CIFAR-10 basic-block nets
 and their plain twins) and Table 1 (ImageNet nets); He et al. 2016b, "Identity Mappings in Deep Residual
-Networks", Table 3 (the 9n+2 bottleneck nets ResNet-164 and ResNet-1001).
+Networks", Table 3 (the 9n+2 bottleneck nets ResNet-164 and ResNet-1001); Jordan 2024, arXiv 2404.00498
+(airbench94, the fast net of `fast.py`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ IMAGENET_MODELS: dict[str, ImageNetSpec] = {
     "resnet152": ImageNetSpec("bottleneck", (3, 8, 36, 3)),
 }
 
+# Nets built for time to accuracy rather than from the paper (models/fast.py).
+FAST_MODELS: tuple[str, ...] = ("airbench",)
+
 
 def natural_key(name: str) -> tuple[str, int]:
     """Sort key that orders the trailing number as a number: resnet20 before resnet110."""
@@ -61,7 +65,7 @@ def natural_key(name: str) -> tuple[str, int]:
 
 def model_names(pattern: str = "*") -> list[str]:
     """The zoo's model names matching the shell-style `pattern`, in natural order (resnet20 before resnet110)."""
-    names = [n for n in (*CIFAR_MODELS, *IMAGENET_MODELS) if fnmatch.fnmatchcase(n, pattern)]
+    names = [n for n in (*CIFAR_MODELS, *IMAGENET_MODELS, *FAST_MODELS) if fnmatch.fnmatchcase(n, pattern)]
     return sorted(names, key=natural_key)
 
 

@@ -1,9 +1,9 @@
 """The model registry: a plain dict from name to builder (as torchvision's `_api.py`), and `create_model`.
 
-The dict starts with the zoo's builders (`cifar.BUILDERS`, `imagenet.BUILDERS`, made from the name tables in
-`catalog.py`); `@register_model` adds a user's own, and registering a name twice is an error. A builder takes
-keyword-only `num_classes`, `in_chans` and its own options; its `num_classes` default is the model's natural
-one (10 for the CIFAR nets, 1000 for the ImageNet ResNets). `create_model` checks options against the
+The dict starts with the zoo's builders (`cifar.BUILDERS`, `imagenet.BUILDERS`, `fast.BUILDERS`, made from the
+name tables in `catalog.py`); `@register_model` adds a user's own, and registering a name twice is an error. A
+builder takes keyword-only `num_classes`, `in_chans` and its own options; its `num_classes` default is the
+model's natural one (10 for the CIFAR nets, 1000 for the ImageNet ResNets). `create_model` checks options against the
 builder's signature and optionally loads weights (ours or torchvision's), adapting the classifier and a
 3-channel first conv.
 """
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from resnetlab.errors import UserError
-from resnetlab.models import cifar, imagenet, integrity
+from resnetlab.models import cifar, fast, imagenet, integrity
 from resnetlab.models.catalog import natural_key, unknown_model_message
 from resnetlab.models.cifar import ModelBuilder
 from resnetlab.models.pretrained import fetch_weights, get_weights, is_weight_name
@@ -43,10 +43,11 @@ __all__ = ["ModelBuilder", "create_model", "get_builder", "list_models", "load_w
 
 
 def _zoo() -> dict[str, ModelBuilder]:
-    clash = sorted(set(cifar.BUILDERS) & set(imagenet.BUILDERS))
+    clash = sorted((set(cifar.BUILDERS) & set(imagenet.BUILDERS)) | (set(fast.BUILDERS) & {*cifar.BUILDERS,
+                                                                                            *imagenet.BUILDERS}))
     if clash:
-        raise ValueError(f"model {clash[0]!r} is defined by both the CIFAR and the ImageNet table")
-    return {**cifar.BUILDERS, **imagenet.BUILDERS}
+        raise ValueError(f"model {clash[0]!r} is defined by two of the CIFAR, ImageNet and fast tables")
+    return {**cifar.BUILDERS, **imagenet.BUILDERS, **fast.BUILDERS}
 
 
 _MODELS: dict[str, ModelBuilder] = _zoo()

@@ -4,12 +4,17 @@
 
 Sources: He et al. 2016, "Deep Residual Learning for Image Recognition", Table 6 (CIFAR-10 basic-block nets
 and their plain twins) and Table 1 (ImageNet nets); He et al. 2016b, "Identity Mappings in Deep Residual
-Networks", Table 3 (the 9n+2 bottleneck nets ResNet-164 and ResNet-1001).
+Networks", Table 3 (the 9n+2 bottleneck nets ResNet-164 and ResNet-1001, and their pre-activation versions).
+
+Besides the named nets, `resnet{D}-bottleneck`, `resnet{D}-basic`, `plain{D}-basic|bottleneck` and
+`preact{D}-basic|bottleneck` name a CIFAR net of any depth D valid for its block (6n+2 basic, 9n+2 bottleneck);
+`cifar_spec` reads them. `resnet56-bottleneck` (the first tutorial's `ResNet(56)`, 591,322 parameters) is listed.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import Literal, NamedTuple
 
 BlockName = Literal["basic", "bottleneck"]
@@ -39,7 +44,17 @@ CIFAR_MODELS: dict[str, CifarSpec] = {
     **{f"resnet{d}": CifarSpec(d, "basic", True) for d in CIFAR_DEPTHS["basic"]},
     **{f"plain{d}": CifarSpec(d, "basic", False) for d in PLAIN_DEPTHS},
     **{f"resnet{d}": CifarSpec(d, "bottleneck", True) for d in CIFAR_DEPTHS["bottleneck"]},
+    "resnet56-bottleneck": CifarSpec(56, "bottleneck", True),  # seed 000's ResNet(56): its depth >= 44 rule
 }
+
+# Pre-activation nets (He et al. 2016b, BN-ReLU before each conv, an identity path with nothing on it):
+# preact110 (basic, 1.7 M), preact164 and preact1001 (bottleneck, 1.7 M and 10.2 M; the paper's Table 3).
+PREACT_MODELS: dict[str, CifarSpec] = {
+    **{f"preact{d}": CifarSpec(d, "basic", True) for d in CIFAR_DEPTHS["basic"]},
+    **{f"preact{d}": CifarSpec(d, "bottleneck", True) for d in CIFAR_DEPTHS["bottleneck"]},
+}
+
+_GENERATED_NAME = re.compile(r"(resnet|plain|preact)(\d+)-(basic|bottleneck)")
 
 IMAGENET_MODELS: dict[str, ImageNetSpec] = {
     "resnet18": ImageNetSpec("basic", (2, 2, 2, 2)),
@@ -57,7 +72,20 @@ def natural_key(name: str) -> tuple[str, int]:
     return stem, int(digits) if digits else -1
 
 
+def cifar_spec(name: str) -> tuple[str, CifarSpec] | None:
+    """(family, spec) of a generated CIFAR name such as `resnet47-bottleneck` or `preact56-basic` (family is
+    "resnet" or "preact"; plain nets are the family "resnet" with residual=False), or None for any other name.
+
+    The depth is not checked here: the builder says which depths the block allows."""
+    match = _GENERATED_NAME.fullmatch(name)
+    if match is None:
+        return None
+    family, depth, block = match.groups()
+    spec = CifarSpec(int(depth), "basic" if block == "basic" else "bottleneck", family != "plain")
+    return ("preact" if family == "preact" else "resnet"), spec
+
+
 def model_names(pattern: str = "*") -> list[str]:
     """The zoo's model names matching the shell-style `pattern`, in natural order (resnet20 before resnet110)."""
-    names = [n for n in (*CIFAR_MODELS, *IMAGENET_MODELS) if fnmatch.fnmatchcase(n, pattern)]
+    names = [n for n in (*CIFAR_MODELS, *PREACT_MODELS, *IMAGENET_MODELS) if fnmatch.fnmatchcase(n, pattern)]
     return sorted(names, key=natural_key)

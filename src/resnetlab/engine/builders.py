@@ -17,7 +17,7 @@ from torch import nn
 
 from resnetlab.data import AugmentConfig, ImageSet, Loader, channel_stats, load_dataset, pixel_mean, split_train_val
 from resnetlab.data.mixing import MixConfig
-from resnetlab.engine.config import Config
+from resnetlab.engine.config import Config, DataConfig
 from resnetlab.engine.distributed import DistEnv, convert_sync_batchnorm, in_turn
 from resnetlab.engine.param_groups import discriminative_groups
 from resnetlab.engine.weights import weights_normalization
@@ -234,7 +234,7 @@ def build_data(cfg: Config, env: DistEnv | None = None, *, with_test: bool = Tru
     if d.batch_size > len(train):
         raise UserError(f"data.batch_size={d.batch_size} is larger than the {len(train)} training images; "
                         "lower --batch-size")
-    normalization = weights_normalization(cfg, train.images.shape[1]) or _normalization(train, d.normalize)
+    normalization = weights_normalization(cfg, train.images.shape[1]) or _normalization(train, d)
     return Datasets(train=train, val=val, test=test, classes=list(full_train.classes), normalization=normalization)
 
 
@@ -255,9 +255,18 @@ def val_count(val_size: int | float | None, n_train: int, name: str) -> int:
     return count
 
 
-def _normalization(train: ImageSet, mode: str) -> dict[str, Any]:
-    if mode == "pixel":
-
+def _normalization(train: ImageSet, d: DataConfig) -> dict[str, Any]:
+    """data.normalize's {"mean", "std"}: measured on `train` (channel, pixel), none (pixels in [0, 1]), or fixed."""
+    channels = int(train.images.shape[1])
+    if d.normalize == "none":
+        return {"mean": [0.0] * channels, "std": [1.0] * channels}
+    if d.normalize == "fixed":
+        assert d.mean is not None and d.std is not None  # config.validate
+        if len(d.mean) != channels:
+            raise UserError(f"data.mean and data.std have {len(d.mean)} values but the images have {channels} "
+                            f"channel{'s' if channels > 1 else ''}; give one value per channel (or set data.channels)")
+        return {"mean": [float(m) for m in d.mean], "std": [float(s) for s in d.std]}
+    if d.normalize == "pixel":
         mean = pixel_mean(train)  # (C, H, W)
         return {"mean": mean.tolist(), "std": [1.0] * int(mean.shape[0])}
     mean, std = channel_stats(train)
@@ -294,8 +303,8 @@ def augment_config(cfg: Config, *, train: bool) -> AugmentConfig | None:
         return AugmentConfig(crop_padding=d.crop_padding, flip=d.flip, translate=d.translate, cutout=d.cutout,
                              resize=d.resize, auto_augment=d.auto_augment, randaugment_ops=d.randaugment_ops,
                              randaugment_magnitude=d.randaugment_magnitude, random_erasing=d.random_erasing,
-                             random_erasing_value=d.random_erasing_value)
-    return AugmentConfig(resize=d.resize) if d.resize else None
+                             random_erasing_value=d.random_erasing_value, resize_mode=d.resize_mode)
+    return AugmentConfig(resize=d.resize, resize_mode=d.resize_mode) if d.resize else None
 
 
 def mix_config(cfg: Config) -> MixConfig | None:

@@ -69,7 +69,12 @@ class DataConfig:
     translate: int = 0  # random translation by up to this many pixels
     cutout: int = 0  # side of a random square set to zero (0 = off)
     resize: int | None = None  # resize each batch on the device (e.g. 28 -> 96 px without 96-px copies in memory)
-    normalize: Literal["channel", "pixel"] = "channel"  # per-channel mean/std, or the paper's per-pixel mean
+    resize_mode: Literal["bilinear", "nearest"] = "bilinear"  # data.resize's interpolation (nearest = nn.Upsample's)
+    # channel / pixel: per-channel mean/std, or the paper's per-pixel mean, measured on the training split;
+    # none: pixels / 255 in [0, 1]; fixed: (pixels / 255 - data.mean) / data.std with the constants given
+    normalize: Literal["none", "channel", "pixel", "fixed"] = "channel"
+    mean: list[float] | None = None  # normalize=fixed: one value per channel, e.g. [0.4914, 0.4822, 0.4465]
+    std: list[float] | None = None  # normalize=fixed: one value per channel, e.g. [0.2023, 0.1994, 0.2010]
     # with model.weights (a torchvision name or one of our checkpoints) and normalize=channel: the weights' own
     # mean/std (ImageNet's, or the checkpoint's); false = measured on this training split
     weights_normalization: bool = True
@@ -484,6 +489,7 @@ def validate(cfg: Config) -> None:
         value = getattr(d, key)
         _check(value is None or value >= 1, f"data.{key} must be a positive size in pixels or null; got {value}")
     _check(d.channels in (None, 1, 3), f"data.channels must be 1, 3 or null; got {d.channels}")
+    _validate_normalize(d)
     _validate_augmentation(d)
     _check(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
     _check(t.epochs >= 1 or t.iters >= 1, "train.epochs or train.iters must be at least 1")
@@ -509,6 +515,20 @@ def _validate_techniques(cfg: Config) -> None:
     _check(t.patience >= 0, f"train.patience must be >= 0 (0 = no early stopping); got {t.patience}")
     _check(t.patience == 0 or d.val_size != 0, "train.patience needs a validation split to watch; set data.val_size "
            "(e.g. 0.1) or train.patience=0")
+
+
+def _validate_normalize(d: DataConfig) -> None:
+    """data.normalize=fixed takes data.mean and data.std (as many values, std positive); the others take neither."""
+    if d.normalize != "fixed":
+        _check(d.mean is None and d.std is None, f"data.mean and data.std are the constants of data.normalize=fixed "
+               f"(data.normalize is {d.normalize}); set data.normalize=fixed, or data.mean=null data.std=null")
+        return
+    _check(bool(d.mean) and bool(d.std), "data.normalize=fixed needs data.mean and data.std, one value per channel "
+           "(e.g. data.mean=[0.4914,0.4822,0.4465] data.std=[0.2023,0.1994,0.2010])")
+    assert d.mean is not None and d.std is not None
+    _check(len(d.mean) == len(d.std), f"data.mean and data.std need one value per channel each; got {len(d.mean)} "
+           f"and {len(d.std)} values")
+    _check(all(s > 0 for s in d.std), f"data.std must be positive; got {d.std}")
 
 
 def _validate_augmentation(d: DataConfig) -> None:

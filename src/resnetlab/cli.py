@@ -294,8 +294,9 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     """The subcommands for what a trained model gives: numbers, predictions, explanations, reports, exports."""
     p = sub.add_parser("evaluate", help="accuracy, per-class table and confusion matrix of a run or checkpoint")
     p.add_argument("path", metavar="RUN_DIR|CKPT", help="a run directory (its best.pt) or a checkpoint file")
-    p.add_argument("--split", choices=["test", "val"], default="test",
-                   help="the official test split, or the run's own validation split (default: test)")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test",
+                   help="the official test split, the run's own validation split, or the images it trained on "
+                        "(a full pass in eval mode; default: test)")
     p.add_argument("--tta", nargs="?", const="flip", choices=["flip", "shift"], default=False,
                    help="test-time augmentation: flip (the default of a bare --tta) averages with the mirrored image; "
                    "shift also with both moved by one pixel (files are named *_tta, *_tta-shift)")

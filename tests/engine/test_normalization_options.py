@@ -44,6 +44,12 @@ def test_fixed_uses_the_given_constants(tiny_root):
     assert torch.allclose(x, (pixels / 255 - 0.5) / 0.25, atol=1e-5)
 
 
+def test_colour_constants_on_grey_images_take_their_average(tiny_root):
+    """`--recipe seed000-cifar10 --data fashion-mnist`: the tutorial's colour constants, averaged for grey images."""
+    x, pixels = _val_batch(tiny_root, data__normalize="fixed", data__mean="[0.2,0.4,0.6]", data__std="[0.1,0.2,0.3]")
+    assert torch.allclose(x, (pixels / 255 - 0.4) / 0.2, atol=1e-5)
+
+
 def test_nearest_resize_repeats_pixels_as_nn_upsample(tiny_root):
     x, pixels = _val_batch(tiny_root, data__normalize="none", data__resize=36, data__resize_mode="nearest")
     expected = torch.nn.Upsample(size=(36, 36))(pixels / 255)  # the fourth tutorial's upsampler (mode nearest)
@@ -101,8 +107,8 @@ def test_keys_in_print_config_and_config_yaml(tiny_root, tmp_path, run_cli):
     (["data.mean=[0.5]"], "data.mean and data.std are the constants of data.normalize=fixed"),
     (["data.normalize=standard"], "data.normalize must be one of none, channel, pixel, fixed"),
     (["data.resize_mode=bicubic"], "data.resize_mode must be one of bilinear, nearest"),
-    (["data.normalize=fixed", "data.mean=[0.5,0.5,0.5]", "data.std=[0.2,0.2,0.2]"],
-     "data.mean and data.std have 3 values but the images have 1 channel"),
+    (["data.normalize=fixed", "data.mean=[0.5,0.5]", "data.std=[0.2,0.2]"],
+     "data.mean and data.std have 2 values but the images have 1 channel"),
 ])
 def test_bad_values_exit_2_with_one_line(tiny_root, tmp_path, run_cli, settings, words):
     extra = [arg for s in settings for arg in ("--set", s)]

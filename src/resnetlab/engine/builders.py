@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_VAL_SIZE = 5000  # the paper's 45k/5k CIFAR-10 split (He et al. 2016, sec. 4.2)
-DEFAULT_VAL_FRACTION = 0.1  # image folders without a val/ folder
+DEFAULT_VAL_FRACTION = 0.1  # image folders without a val/ folder; and the cap of the default on small train splits
 TEST_SUBSET_SEED = 0  # data.test_size: the same test images for every run seed, so runs compare on one subset
 SMALL_DROP = 0.1  # data.drop_last=auto drops an incomplete last batch only when it is under this part of an epoch
 
@@ -245,9 +245,16 @@ def has_val_folder(name: str) -> bool:
 
 
 def val_count(val_size: int | float | None, n_train: int, name: str) -> int:
-    """Validation images for `data.val_size`: a count, a fraction of the train split, or None for the default."""
+    """Validation images for `data.val_size`: a count, a fraction of the train split, or None for the default.
+
+    The default is 10% of an image folder, and min(5,000, 10%) of a named data set: 5,000 of the full CIFAR-10,
+    CIFAR-100, MNIST and Fashion-MNIST train splits (the paper's 45k/5k), and 10% of a smaller copy (500 of a
+    5,000-image CIFAR-10 folder, where 5,000 would leave nothing to train on).
+    """
     if val_size is None:
-        val_size = DEFAULT_VAL_FRACTION if name.lower().startswith("imagefolder:") else DEFAULT_VAL_SIZE
+        folder = name.lower().startswith("imagefolder:")
+        return round(DEFAULT_VAL_FRACTION * n_train) if folder else min(DEFAULT_VAL_SIZE,
+                                                                         round(DEFAULT_VAL_FRACTION * n_train))
     count = round(val_size * n_train) if 0 < val_size < 1 else int(val_size)
     if count >= n_train:
         raise UserError(f"data.val_size={val_size} leaves no training images ({name} train has {n_train}); lower "
@@ -262,10 +269,15 @@ def _normalization(train: ImageSet, d: DataConfig) -> dict[str, Any]:
         return {"mean": [0.0] * channels, "std": [1.0] * channels}
     if d.normalize == "fixed":
         assert d.mean is not None and d.std is not None  # config.validate
+        stats = {"mean": [float(m) for m in d.mean], "std": [float(s) for s in d.std]}
+        if (len(d.mean), channels) == (3, 1):  # grey images, colour constants: their average (as weights do)
+            log.info("data.mean/data.std have %d values for grey images: normalizing with their averages",
+                     len(d.mean))
+            return {key: [sum(values) / len(values)] for key, values in stats.items()}
         if len(d.mean) != channels:
             raise UserError(f"data.mean and data.std have {len(d.mean)} values but the images have {channels} "
                             f"channel{'s' if channels > 1 else ''}; give one value per channel (or set data.channels)")
-        return {"mean": [float(m) for m in d.mean], "std": [float(s) for s in d.std]}
+        return stats
     if d.normalize == "pixel":
         mean = pixel_mean(train)  # (C, H, W)
         return {"mean": mean.tolist(), "std": [1.0] * int(mean.shape[0])}

@@ -54,7 +54,8 @@ class DataConfig:
     download: bool = False
     coarse: bool = False  # cifar100: the 20 super-classes
     # carved from the official train split: a count or a fraction in (0, 1); 0 = no validation split;
-    # null = 5,000 (the paper's 45k/5k CIFAR split), or an image folder's own val/ folder, else 10% of it
+    # null = min(5,000, 10% of the train split) (the paper's 45k/5k CIFAR split on the full sets), or an image
+    # folder's own val/ folder, else 10% of it
     val_size: int | float | None = None
     # quick runs (a notebook's QUICK mode, a smoke test): keep only this many training / test images, a stratified
     # subset seeded like the split (the test subset is the same for every seed); a count or a fraction; null = all

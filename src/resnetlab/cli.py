@@ -162,9 +162,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from resnetlab.reports.plots import plot_runs
+    from resnetlab.reports.gradflow import plot_runs_and_grad_flow
 
-    print(plot_runs(args.run_dirs, args.out))
+    for path in plot_runs_and_grad_flow(args.run_dirs, args.out):  # + OUT_gradflow.png with train.grad_norms
+        print(path)
     return 0
 
 
@@ -328,7 +329,8 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("plot", help="training curves of one or more runs in one PNG")
+    p = sub.add_parser("plot", help="training curves of one or more runs in one PNG (and their gradient flow "
+                                    "beside it, FILE_gradflow.png, when they logged train.grad_norms)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, metavar="FILE.png",
                    help="the image to write (a folder gets curves.png inside; no suffix: .png is added)")

@@ -143,6 +143,8 @@ class TrainConfig:
     freeze_bn: bool = False  # BatchNorm layers keep their running statistics (eval mode) while training
     eval_every: int = 0  # iterations between validations; 0 = once per epoch
     log_every: int = 50  # iterations between progress updates (bar postfix, plain log lines)
+    # the gradient norm of every stage (or residual block) at each log_every row of metrics.jsonl; none = off
+    grad_norms: Literal["none", "stage", "block"] = "none"
     top_k: int = 0  # also keep the k best checkpoints by validation accuracy
     out_dir: str | None = None  # RUN_DIR (--out)
     quiet: bool = False

@@ -7,15 +7,18 @@ from resnetlab.engine.averaging import WeightAverage
 from resnetlab.engine.config import Config
 from resnetlab.engine.early_stopping import EarlyStopping
 from resnetlab.engine.finetune import FineTune
+from resnetlab.engine.gradflow import GradNorms
 from resnetlab.engine.hooks import Hook
 
 
 def config_hooks(cfg: Config) -> list[Hook]:
-    """The weight average (train.ema_decay), fine-tuning's frozen phase (train.freeze_epochs) and early stopping
-    (train.patience), when set."""
+    """The weight average (train.ema_decay), fine-tuning's frozen phase (train.freeze_epochs), early stopping
+    (train.patience) and the gradient norms (train.grad_norms), when set."""
     hooks: list[Hook] = [WeightAverage(cfg.train.ema_decay)] if cfg.train.ema_decay > 0 else []
     if cfg.train.freeze_epochs > 0:
         hooks.append(FineTune(cfg.train.freeze_epochs))
     if cfg.train.patience > 0:
         hooks.append(EarlyStopping(cfg.train.patience))
+    if cfg.train.grad_norms != "none":
+        hooks.append(GradNorms(cfg.train.grad_norms, cfg.train.log_every))
     return hooks

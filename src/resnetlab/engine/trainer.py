@@ -211,9 +211,12 @@ def _close_row(run: Run) -> dict[str, Any]:
     run.train_metrics.reset()
     run.state.final_train_acc = train["acc"]
     run.state.train_time_s = _loop_time(run)
-    return {"step": run.state.step, "epoch": round(run.state.step / run.steps_per_epoch, 4), "lr": run.state.lr,
-            "train_loss": train["loss"], "train_acc": train["acc"], "val_loss": None, "val_acc": None,
-            "images_per_s": period_images / max(period_s, 1e-9), "time_s": run.state.train_time_s}
+    row = {"step": run.state.step, "epoch": round(run.state.step / run.steps_per_epoch, 4), "lr": run.state.lr,
+           "train_loss": train["loss"], "train_acc": train["acc"], "val_loss": None, "val_acc": None,
+           "images_per_s": period_images / max(period_s, 1e-9), "time_s": run.state.train_time_s}
+    for hook in run.hooks:
+        row.update(hook.metrics_row(run))  # e.g. train.grad_norms
+    return row
 
 
 def validate_and_checkpoint(run: Run) -> None:

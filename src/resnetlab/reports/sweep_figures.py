@@ -15,6 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from resnetlab.experiments.spec import SweepSpec, format_value, grid_labels, point_label
+from resnetlab.reports.gradflow import draw_grad_flow, has_grad_norms
 from resnetlab.reports.sweep_data import PointStats
 
 logger = logging.getLogger(__name__)
@@ -37,15 +38,25 @@ def draw_figures(out: Path, spec: SweepSpec, points: Sequence[PointStats]) -> li
     A grid over `model.name` alone whose names are plain*/resnet* gets figure6.png and error_vs_depth.png;
     any other grid gets error_vs_<first grid key>.png (one line per combination of the other keys).
     """
+    flow = _grad_flow(points, out / "gradflow.png")  # train.grad_norms: the first seed of every point
     varying = [k for k, values in spec.grid.items() if len(values) > 1]
     names = spec.grid.get(MODEL_KEY, [])
     if varying == [MODEL_KEY] and all(family_depth(n) for n in names):
-        return [figure6(points, out / "figure6.png"), error_vs_depth(points, out / "error_vs_depth.png")]
+        return [figure6(points, out / "figure6.png"), error_vs_depth(points, out / "error_vs_depth.png"), *flow]
     if MODEL_KEY in varying:
         logger.info("figure6.png needs a grid over plain*/resnet* names only; drawing error against %s", varying[0])
     key = varying[0] if varying else next(iter(spec.grid))
     label = grid_labels(list(spec.grid))[key] or "model"
-    return [error_vs_key(spec, points, key, out / f"error_vs_{label.replace('.', '-')}.png")]
+    return [error_vs_key(spec, points, key, out / f"error_vs_{label.replace('.', '-')}.png"), *flow]
+
+
+def _grad_flow(points: Sequence[PointStats], path: Path) -> list[Path]:
+    """gradflow.png when the runs logged gradient norms: one panel per grid point (its first seed), side by side."""
+    runs = [(f"{point_label(p.values)} (seed {p.runs[0].point.seed})", p.runs[0].curve) for p in points if p.runs]
+    if not any(has_grad_norms(rows) for _, rows in runs):
+        return []
+    return [draw_grad_flow(runs, path, "Gradient norm of each stage against iteration, first seed of each point "
+                                       "(dark: first layers, light: classifier)")]
 
 
 def figure6(points: Sequence[PointStats], path: Path) -> Path:

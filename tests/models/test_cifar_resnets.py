@@ -75,6 +75,15 @@ def test_seed000s_bottleneck_resnet56_by_name_by_option_and_any_9n_plus_2_depth(
     assert len(blocks(create_model("resnet26-basic"))) == 12
 
 
+def test_the_command_line_summarizes_and_trains_generated_names(run_cli):
+    code, out, _ = run_cli("summary", "resnet56-bottleneck")
+    assert code == 0 and "591,322" in out
+    code, out, _ = run_cli("train", "--recipe", "seed000-cifar10", "--model", "resnet110-bottleneck", "--print-config")
+    assert code == 0 and "model.name = resnet110-bottleneck" in out
+    code, out, err = run_cli("summary", "resnet44-bottleneck")
+    assert code == 2 and "depth 44 is not 9n+2" in err
+
+
 @pytest.mark.parametrize(("name", "message"), [
     ("resnet44-bottleneck", "depth 44 is not 9n+2 (n >= 1) for bottleneck blocks; try 29, 47, 56"),  # seed 000's 44
     ("resnet48", "unknown model 'resnet48'; known models:"),

@@ -15,7 +15,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnetlab.data import AugmentConfig, ImageSet, Loader, channel_stats, load_dataset, pixel_mean, split_train_val
+from resnetlab.data import (
+    AugmentConfig,
+    ImageSet,
+    Loader,
+    channel_stats,
+    load_dataset,
+    pixel_mean,
+    select_classes,
+    split_train_val,
+)
 from resnetlab.data.mixing import MixConfig
 from resnetlab.engine.config import Config, DataConfig
 from resnetlab.engine.distributed import DistEnv, convert_sync_batchnorm, in_turn
@@ -190,8 +199,9 @@ def load_split(cfg: Config, split: str) -> ImageSet:
     d = cfg.data
     if d.root is not None and Path(d.root).expanduser().exists() and not Path(d.root).expanduser().is_dir():
         raise UserError(f"--data-dir {d.root} is a file; give the folder that holds the data set")
-    return load_dataset(d.name, root=d.root, split=split, download=d.download, image_size=d.image_size,
-                        channels=d.channels, coarse=d.coarse)
+    imageset = load_dataset(d.name, root=d.root, split=split, download=d.download, image_size=d.image_size,
+                            channels=d.channels, coarse=d.coarse)
+    return select_classes(imageset, d.classes) if d.classes is not None else imageset
 
 
 def load_test(cfg: Config) -> ImageSet:

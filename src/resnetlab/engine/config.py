@@ -53,6 +53,7 @@ class DataConfig:
     root: str | None = None  # --data-dir; None = $RESNETLAB_DATA or ~/.cache/resnetlab/data
     download: bool = False
     coarse: bool = False  # cifar100: the 20 super-classes
+    classes: list[int | str] | None = None  # keep only these classes (names or indices), relabelled in this order
     # carved from the official train split: a count or a fraction in (0, 1); 0 = no validation split;
     # null = min(5,000, 10% of the train split) (the paper's 45k/5k CIFAR split on the full sets), or an image
     # folder's own val/ folder, else 10% of it
@@ -493,6 +494,8 @@ def validate(cfg: Config) -> None:
         _check(value is None or value >= 1, f"data.{key} must be a positive size in pixels or null; got {value}")
     _check(d.channels in (None, 1, 3), f"data.channels must be 1, 3 or null; got {d.channels}")
     _validate_normalize(d)
+    _check(d.classes is None or len(d.classes) >= 2, f"data.classes must name at least 2 classes (or be null for "
+           f"all); got {d.classes}")
     _validate_augmentation(d)
     _check(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
     _check(t.epochs >= 1 or t.iters >= 1, "train.epochs or train.iters must be at least 1")

@@ -26,7 +26,7 @@ def test_models_lists_all(run_cli) -> None:
     code, out, err = run_cli("models")
     assert code == 0
     assert out.splitlines() == list_models()
-    assert len(out.splitlines()) == 19
+    assert len(out.splitlines()) == 28
 
 
 def test_models_does_not_import_torch() -> None:

@@ -171,9 +171,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from resnetlab.reports.plots import plot_runs
+    from resnetlab.reports.gradflow import plot_runs_and_grad_flow
 
-    print(plot_runs(args.run_dirs, args.out))
+    for path in plot_runs_and_grad_flow(args.run_dirs, args.out):  # + OUT_gradflow.png with train.grad_norms
+        print(path)
     return 0
 
 
@@ -323,8 +324,9 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     """The subcommands for what a trained model gives: numbers, predictions, explanations, reports, exports."""
     p = sub.add_parser("evaluate", help="accuracy, per-class table and confusion matrix of a run or checkpoint")
     p.add_argument("path", metavar="RUN_DIR|CKPT", help="a run directory (its best.pt) or a checkpoint file")
-    p.add_argument("--split", choices=["test", "val"], default="test",
-                   help="the official test split, or the run's own validation split (default: test)")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test",
+                   help="the official test split, the run's own validation split, or the images it trained on "
+                        "(a full pass in eval mode; default: test)")
     p.add_argument("--tta", nargs="?", const="flip", choices=["flip", "shift"], default=False,
                    help="test-time augmentation: flip (the default of a bare --tta) averages with the mirrored image; "
                    "shift also with both moved by one pixel (files are named *_tta, *_tta-shift)")
@@ -356,7 +358,8 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("plot", help="training curves of one or more runs in one PNG")
+    p = sub.add_parser("plot", help="training curves of one or more runs in one PNG (and their gradient flow "
+                                    "beside it, FILE_gradflow.png, when they logged train.grad_norms)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, metavar="FILE.png",
                    help="the image to write (a folder gets curves.png inside; no suffix: .png is added)")

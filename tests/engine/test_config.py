@@ -72,7 +72,7 @@ def test_seed_recipes_follow_the_tutorials():
     assert (s1.optim.name, s1.optim.lr, s1.optim.weight_decay) == ("adam", 1e-3, 0.0)
     assert (s1.schedule.name, s1.schedule.step_size, s1.schedule.gamma, s1.train.epochs) == ("step", 0.2, 0.9, 10)
     s2 = load_config("seed002-cifar10", [])
-    assert (s2.model.name, s2.data.resize, s2.data.batch_size, s2.data.val_size) == ("resnet34", 224, 16, 0.1)
+    assert (s2.model.name, s2.data.resize, s2.data.batch_size, s2.data.val_size) == ("resnet34", 224, 64, 0.1)
     assert (s2.optim.lr, s2.optim.weight_decay, s2.schedule.name, s2.train.epochs) == (0.01, 1e-3, "constant", 20)
     s4 = load_config("seed004-cifar10", [])
     assert (s4.model.name, s4.data.resize, s4.data.batch_size, s4.data.flip, s4.data.crop_padding) == (

@@ -61,6 +61,38 @@ def test_names_never_change_the_block_type() -> None:
     assert len(blocks(cifar_resnet(56, block="basic"))) == 27
 
 
+SEED000_RESNET56_PARAMS = 591_322  # the first tutorial's ResNet(56): 6 bottleneck blocks per stage (its depth >= 44)
+
+
+def test_seed000s_bottleneck_resnet56_by_name_by_option_and_any_9n_plus_2_depth() -> None:
+    by_name, by_option = create_model("resnet56-bottleneck"), create_model("resnet56", block="bottleneck")
+    for model in (by_name, by_option):
+        assert n_params(model) == SEED000_RESNET56_PARAMS
+        assert len(blocks(model)) == 18 and all(type(b) is Bottleneck for b in blocks(model))
+    assert n_params(create_model("resnet56")) == OPTION_A_PARAMS["resnet56"]  # the name alone stays basic
+    model = create_model("resnet47-bottleneck")  # not in the table: a generated name, any 9n+2 depth
+    assert len(blocks(model)) == 15 and model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert len(blocks(create_model("resnet26-basic"))) == 12
+
+
+def test_the_command_line_summarizes_and_trains_generated_names(run_cli):
+    code, out, _ = run_cli("summary", "resnet56-bottleneck")
+    assert code == 0 and "591,322" in out
+    code, out, _ = run_cli("train", "--recipe", "seed000-cifar10", "--model", "resnet110-bottleneck", "--print-config")
+    assert code == 0 and "model.name = resnet110-bottleneck" in out
+    code, out, err = run_cli("summary", "resnet44-bottleneck")
+    assert code == 2 and "depth 44 is not 9n+2" in err
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("resnet44-bottleneck", "depth 44 is not 9n+2 (n >= 1) for bottleneck blocks; try 29, 47, 56"),  # seed 000's 44
+    ("resnet48", "unknown model 'resnet48'; known models:"),
+])
+def test_invalid_generated_names_say_what_to_try(name: str, message: str) -> None:
+    with pytest.raises(UserError, match="^" + re.escape(message)):
+        create_model(name)
+
+
 @pytest.mark.parametrize("depth", [8, 26, 50])
 def test_cifar_resnet_builds_any_valid_depth(depth: int) -> None:
     n = (depth - 2) // 6
@@ -81,7 +113,8 @@ def test_bottleneck_depth_counts_layers() -> None:
     [
         ({"depth": 21}, "depth 21 is not 6n+2 (n >= 1) for basic blocks; try 20, 32, 44, 56, 110, 1202"),
         ({"depth": 2}, "depth 2 is not 6n+2"),
-        ({"depth": 21, "block": "bottleneck"}, "depth 21 is not 9n+2 (n >= 1) for bottleneck blocks; try 164, 1001"),
+        ({"depth": 21, "block": "bottleneck"},
+         "depth 21 is not 9n+2 (n >= 1) for bottleneck blocks; try 29, 47, 56, 110, 164, 1001"),
         ({"depth": 20, "block": "wide"}, "unknown block 'wide'"),
         ({"depth": 20, "shortcut": "C"}, "unknown shortcut 'C'"),
         ({"depth": 20, "residual": False, "shortcut": "B"}, "a plain net has no shortcut"),

@@ -11,7 +11,7 @@ from resnetlab.models import create_model, list_models
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
 
-SLOW = {"resnet1202", "resnet1001"}
+SLOW = {"resnet1202", "resnet1001", "preact1202", "preact1001"}
 
 
 def _marked(name: str):

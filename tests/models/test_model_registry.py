@@ -20,6 +20,7 @@ from resnetlab.models import (
     imagenet,
     list_models,
     load_weights,
+    preact,
     register_model,
     registry,
 )
@@ -28,8 +29,9 @@ from resnetlab.models.registry import read_state_dict
 ALL_NAMES = [
     "airbench",
     "plain20", "plain32", "plain44", "plain56", "plain110",
+    "preact20", "preact32", "preact44", "preact56", "preact110", "preact164", "preact1001", "preact1202",
     "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50", "resnet56",
-    "resnet101", "resnet110", "resnet152", "resnet164", "resnet1001", "resnet1202",
+    "resnet101", "resnet110", "resnet152", "resnet164", "resnet1001", "resnet1202", "resnet56-bottleneck",
 ]  # fmt: skip
 
 
@@ -45,6 +47,7 @@ def test_the_catalog_names_the_registered_zoo() -> None:
     assert catalog.model_names() == list_models() == ALL_NAMES
     assert catalog.model_names("plain*") == list_models("plain*")
     assert set(cifar.BUILDERS) == set(catalog.CIFAR_MODELS)
+    assert set(preact.BUILDERS) == set(catalog.PREACT_MODELS)
     assert set(imagenet.BUILDERS) == set(catalog.IMAGENET_MODELS)
     assert set(fast.BUILDERS) == set(catalog.FAST_MODELS)
     builders = {**cifar.BUILDERS, **imagenet.BUILDERS, **fast.BUILDERS}
@@ -107,8 +110,8 @@ def test_registering_a_name_twice_raises() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(UserError, match=r"^unknown model 'resnet21'; did you mean resnet20\? known models: "
-                                        r"airbench plain20 .* resnet1202$"):
+    names = r"airbench plain20 .* resnet56-bottleneck \(and any depth as resnet\{D\}-bottleneck"
+    with pytest.raises(UserError, match=r"^unknown model 'resnet21'; did you mean resnet20\? known models: " + names):
         create_model("resnet21")
 
 

@@ -78,6 +78,8 @@ def test_results_csv_has_one_row_per_finished_run(depth_sweep: Path):
 def test_figure6_and_error_vs_depth_for_plain_and_residual_grids(depth_sweep: Path):
     aggregate(depth_sweep)
     assert_png(depth_sweep / "figure6.png")
+    assert_png(depth_sweep / "training_loss.png")  # the fourth tutorial's figures: training loss, plain and ResNet
+    assert "![training_loss](training_loss.png)" in (depth_sweep / "results.md").read_text()
     assert_png(depth_sweep / "error_vs_depth.png")
     assert "![figure6](figure6.png)" in (depth_sweep / "results.md").read_text()
 

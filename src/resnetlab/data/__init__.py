@@ -11,6 +11,7 @@ from resnetlab.data.imageset import (
     convert_channels,
     pixel_mean,
     resize_images,
+    select_classes,
     split_train_val,
 )
 from resnetlab.data.loader import BatchTransform, Loader, derive_seed
@@ -39,6 +40,7 @@ __all__ = [
     "pixel_mean",
     "read_image",
     "resize_images",
+    "select_classes",
     "split_train_val",
     "stream_imagefolder",
     "write_shapes",

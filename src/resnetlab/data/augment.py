@@ -16,6 +16,8 @@ from resnetlab.data.erasing import ERASING_VALUES
 from resnetlab.data.policies import PolicyConfig
 from resnetlab.errors import UserError
 
+RESIZE_MODES = ("bilinear", "nearest")
+
 # Columns of the (N, 7) int64 parameter tensor drawn for a batch.
 CROP_Y, CROP_X, FLIP, SHIFT_Y, SHIFT_X, CUTOUT_Y, CUTOUT_X = range(7)
 
@@ -33,13 +35,14 @@ class AugmentConfig:
         translate: after the crop, shift by up to this many pixels in each direction, zero-filled; 0 = off.
         cutout: side of a square, centered anywhere in the image and clipped at its border, set to zero after
             normalization, i.e. to the mean (DeVries & Taylor 2017, arXiv 1708.04552); 0 = off.
-        resize: resize each batch to resize x resize pixels on the device (bilinear) after the crop, the policy,
+        resize: resize each batch to resize x resize pixels on the device (`resize_mode`) after the crop, the policy,
             normalization and cutout, e.g. to feed 28-px images to an ImageNet-style net; None = off.
         auto_augment: randaugment, trivialaugment or autoaugment (CIFAR-10 policy) after the crop and flip, on
             uint8 pixels (policies.py); None = off.
         randaugment_ops, randaugment_magnitude: RandAugment's number of ops and magnitude bin (0..30).
         random_erasing: probability of erasing a random rectangle per image, at the end (erasing.py); 0 = off.
         random_erasing_value: what fills it: zero (the mean) or random (normal noise per pixel).
+        resize_mode: bilinear (antialiased when shrinking) or nearest (as `nn.Upsample`'s default).
     """
 
     crop_padding: int = 0
@@ -52,6 +55,7 @@ class AugmentConfig:
     randaugment_magnitude: int = 9
     random_erasing: float = 0.0
     random_erasing_value: str = "zero"
+    resize_mode: str = "bilinear"
 
     def __post_init__(self) -> None:
         for key in ("crop_padding", "translate", "cutout"):
@@ -61,6 +65,8 @@ class AugmentConfig:
             raise UserError(f"augmentation flip must be true, false or alternate; got {self.flip!r}")
         if self.resize is not None and self.resize < 1:
             raise UserError(f"augmentation resize must be a positive size in pixels or None; got {self.resize}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise UserError(f"resize mode must be one of {', '.join(RESIZE_MODES)}; got {self.resize_mode!r}")
         if not 0 <= self.random_erasing <= 1:
             raise UserError(f"random erasing is a probability and must be in [0, 1]; got {self.random_erasing}")
         if self.random_erasing_value not in ERASING_VALUES:

@@ -69,6 +69,37 @@ class ImageSet:
                         list(self.classes))
 
 
+def select_classes(imageset: ImageSet, wanted: Sequence[int | str]) -> ImageSet:
+    """The images of the classes `wanted` (names, or indices into `imageset.classes`), relabelled 0..k-1 in the
+    order given: e.g. a source model trained on five classes, then fine-tuned on the other five.
+
+    Raises:
+        UserError: an unknown class name or index, or a class named twice.
+    """
+    index = []
+    for item in wanted:
+        if isinstance(item, int) and 0 <= item < len(imageset.classes):
+            index.append(item)
+        elif isinstance(item, str) and item in imageset.classes:
+            index.append(imageset.classes.index(item))
+        else:
+            raise UserError(f"data.classes: no class {item!r} here; the classes are 0..{len(imageset.classes) - 1}: "
+                            f"{', '.join(imageset.classes)}")
+    if len(set(index)) != len(index):
+        raise UserError(f"data.classes names a class twice: {list(wanted)}")
+    relabel = torch.full((len(imageset.classes),), -1, dtype=torch.int64)
+    relabel[torch.tensor(index)] = torch.arange(len(index))
+    new = relabel[imageset.labels.cpu()]
+    counts = torch.bincount(new[new >= 0], minlength=len(index))
+    if bool((counts == 0).any()):
+        empty = [imageset.classes[index[i]] for i in torch.nonzero(counts == 0).flatten().tolist()]
+        raise UserError(f"data.classes: no images of class {', '.join(map(repr, empty))} here; pick classes that "
+                        "have images")
+    keep = torch.nonzero(new >= 0).flatten()
+    return ImageSet(imageset.images.index_select(0, keep.to(imageset.images.device)), new[keep].to(
+        imageset.labels.device), [imageset.classes[i] for i in index])
+
+
 # ------------------------------------------------------------------------------------------------ split
 
 

@@ -161,9 +161,7 @@ class BatchTransform:
             cutout_(x, crop, self.augment.cutout)
         x = x.permute(0, 3, 1, 2)  # (N, C, H, W) view with channels_last strides
         if self.output_size != (self.height, self.width):
-            size = self.output_size
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                              antialias=size[0] < min(self.height, self.width))
+            x = resize_batch(x, self.output_size, self.augment.resize_mode if self.augment else "bilinear")
         if draws is not None and draws.erasing is not None:
             erase_(x, draws.erasing, self.augment.random_erasing_value, draws.noise_seed)
         return x if self.channels_last else x.contiguous()
@@ -173,6 +171,16 @@ class BatchTransform:
         draws = self.draws(len(images), seed, epoch, batch)
         nhwc = images.permute(0, 2, 3, 1).contiguous()
         return self.apply(nhwc, draws)
+
+
+def resize_batch(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """A float (N, C, H, W) batch resized to `size`: bilinear (antialiased when it shrinks) or nearest (the pixel
+    at floor(i * H / H'), as `nn.Upsample(size)`). Normalizing first changes nothing for nearest (it only picks
+    pixels) and nothing for bilinear with a per-channel mean (an affine map per channel commutes with it)."""
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                         antialias=size[0] < min(x.shape[-2:]))
 
 
 class Loader:

@@ -18,9 +18,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnetlab.data import AugmentConfig, ImageSet, Loader, channel_stats, load_dataset, pixel_mean, split_train_val
+from resnetlab.data import (
+    AugmentConfig,
+    ImageSet,
+    Loader,
+    channel_stats,
+    load_dataset,
+    pixel_mean,
+    select_classes,
+    split_train_val,
+)
 from resnetlab.data.mixing import MixConfig
-from resnetlab.engine.config import Config
+from resnetlab.engine.config import Config, DataConfig
 from resnetlab.engine.distributed import DistEnv, convert_sync_batchnorm, in_turn
 from resnetlab.engine.param_groups import bn_bias_groups, discriminative_groups
 from resnetlab.engine.weights import weights_normalization
@@ -32,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_VAL_SIZE = 5000  # the paper's 45k/5k CIFAR-10 split (He et al. 2016, sec. 4.2)
-DEFAULT_VAL_FRACTION = 0.1  # image folders without a val/ folder
+DEFAULT_VAL_FRACTION = 0.1  # image folders without a val/ folder; and the cap of the default on small train splits
 TEST_SUBSET_SEED = 0  # data.test_size: the same test images for every run seed, so runs compare on one subset
 SMALL_DROP = 0.1  # data.drop_last=auto drops an incomplete last batch only when it is under this part of an epoch
 
@@ -201,12 +210,13 @@ def load_split(cfg: Config, split: str) -> ImageSet:
     key = (d.name, d.root, split, d.image_size, d.channels, d.coarse)
     cache = _SPLITS.get()
     if cache is not None and key in cache:
-        return cache[key]
-    imageset = load_dataset(d.name, root=d.root, split=split, download=d.download, image_size=d.image_size,
-                            channels=d.channels, coarse=d.coarse)
-    if cache is not None:
-        cache[key] = imageset
-    return imageset
+        imageset = cache[key]
+    else:
+        imageset = load_dataset(d.name, root=d.root, split=split, download=d.download, image_size=d.image_size,
+                                channels=d.channels, coarse=d.coarse)
+        if cache is not None:
+            cache[key] = imageset
+    return select_classes(imageset, d.classes) if d.classes is not None else imageset
 
 
 # Within `shared_splits()`, the splits read so far, by what was read (data set, folder, split, size, channels).
@@ -268,7 +278,7 @@ def build_data(cfg: Config, env: DistEnv | None = None, *, with_test: bool = Tru
     if d.batch_size > len(train):
         raise UserError(f"data.batch_size={d.batch_size} is larger than the {len(train)} training images; "
                         "lower --batch-size")
-    normalization = weights_normalization(cfg, train.images.shape[1]) or _normalization(train, d.normalize)
+    normalization = weights_normalization(cfg, train.images.shape[1]) or _normalization(train, d)
     return Datasets(train=train, val=val, test=test, classes=list(full_train.classes), normalization=normalization)
 
 
@@ -279,9 +289,16 @@ def has_val_folder(name: str) -> bool:
 
 
 def val_count(val_size: int | float | None, n_train: int, name: str) -> int:
-    """Validation images for `data.val_size`: a count, a fraction of the train split, or None for the default."""
+    """Validation images for `data.val_size`: a count, a fraction of the train split, or None for the default.
+
+    The default is 10% of an image folder, and min(5,000, 10%) of a named data set: 5,000 of the full CIFAR-10,
+    CIFAR-100, MNIST and Fashion-MNIST train splits (the paper's 45k/5k), and 10% of a smaller copy (500 of a
+    5,000-image CIFAR-10 folder, where 5,000 would leave nothing to train on).
+    """
     if val_size is None:
-        val_size = DEFAULT_VAL_FRACTION if name.lower().startswith("imagefolder:") else DEFAULT_VAL_SIZE
+        folder = name.lower().startswith("imagefolder:")
+        return round(DEFAULT_VAL_FRACTION * n_train) if folder else min(DEFAULT_VAL_SIZE,
+                                                                         round(DEFAULT_VAL_FRACTION * n_train))
     count = round(val_size * n_train) if 0 < val_size < 1 else int(val_size)
     if count >= n_train:
         raise UserError(f"data.val_size={val_size} leaves no training images ({name} train has {n_train}); lower "
@@ -289,9 +306,23 @@ def val_count(val_size: int | float | None, n_train: int, name: str) -> int:
     return count
 
 
-def _normalization(train: ImageSet, mode: str) -> dict[str, Any]:
-    if mode == "pixel":
-
+def _normalization(train: ImageSet, d: DataConfig) -> dict[str, Any]:
+    """data.normalize's {"mean", "std"}: measured on `train` (channel, pixel), none (pixels in [0, 1]), or fixed."""
+    channels = int(train.images.shape[1])
+    if d.normalize == "none":
+        return {"mean": [0.0] * channels, "std": [1.0] * channels}
+    if d.normalize == "fixed":
+        assert d.mean is not None and d.std is not None  # config.validate
+        stats = {"mean": [float(m) for m in d.mean], "std": [float(s) for s in d.std]}
+        if (len(d.mean), channels) == (3, 1):  # grey images, colour constants: their average (as weights do)
+            log.info("data.mean/data.std have %d values for grey images: normalizing with their averages",
+                     len(d.mean))
+            return {key: [sum(values) / len(values)] for key, values in stats.items()}
+        if len(d.mean) != channels:
+            raise UserError(f"data.mean and data.std have {len(d.mean)} values but the images have {channels} "
+                            f"channel{'s' if channels > 1 else ''}; give one value per channel (or set data.channels)")
+        return stats
+    if d.normalize == "pixel":
         mean = pixel_mean(train)  # (C, H, W)
         return {"mean": mean.tolist(), "std": [1.0] * int(mean.shape[0])}
     mean, std = channel_stats(train)
@@ -328,8 +359,8 @@ def augment_config(cfg: Config, *, train: bool) -> AugmentConfig | None:
         return AugmentConfig(crop_padding=d.crop_padding, flip=d.flip, translate=d.translate, cutout=d.cutout,
                              resize=d.resize, auto_augment=d.auto_augment, randaugment_ops=d.randaugment_ops,
                              randaugment_magnitude=d.randaugment_magnitude, random_erasing=d.random_erasing,
-                             random_erasing_value=d.random_erasing_value)
-    return AugmentConfig(resize=d.resize) if d.resize else None
+                             random_erasing_value=d.random_erasing_value, resize_mode=d.resize_mode)
+    return AugmentConfig(resize=d.resize, resize_mode=d.resize_mode) if d.resize else None
 
 
 def mix_config(cfg: Config) -> MixConfig | None:

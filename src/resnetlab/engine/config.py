@@ -55,8 +55,10 @@ class DataConfig:
     root: str | None = None  # --data-dir; None = $RESNETLAB_DATA or ~/.cache/resnetlab/data
     download: bool = False
     coarse: bool = False  # cifar100: the 20 super-classes
+    classes: list[int | str] | None = None  # keep only these classes (names or indices), relabelled in this order
     # carved from the official train split: a count or a fraction in (0, 1); 0 = no validation split;
-    # null = 5,000 (the paper's 45k/5k CIFAR split), or an image folder's own val/ folder, else 10% of it
+    # null = min(5,000, 10% of the train split) (the paper's 45k/5k CIFAR split on the full sets), or an image
+    # folder's own val/ folder, else 10% of it
     val_size: int | float | None = None
     # quick runs (a notebook's QUICK mode, a smoke test): keep only this many training / test images, a stratified
     # subset seeded like the split (the test subset is the same for every seed); a count or a fraction; null = all
@@ -71,7 +73,12 @@ class DataConfig:
     translate: int = 0  # random translation by up to this many pixels
     cutout: int = 0  # side of a random square set to zero (0 = off)
     resize: int | None = None  # resize each batch on the device (e.g. 28 -> 96 px without 96-px copies in memory)
-    normalize: Literal["channel", "pixel"] = "channel"  # per-channel mean/std, or the paper's per-pixel mean
+    resize_mode: Literal["bilinear", "nearest"] = "bilinear"  # data.resize's interpolation (nearest = nn.Upsample's)
+    # channel / pixel: per-channel mean/std, or the paper's per-pixel mean, measured on the training split;
+    # none: pixels / 255 in [0, 1]; fixed: (pixels / 255 - data.mean) / data.std with the constants given
+    normalize: Literal["none", "channel", "pixel", "fixed"] = "channel"
+    mean: list[float] | None = None  # normalize=fixed: one value per channel, e.g. [0.4914, 0.4822, 0.4465]
+    std: list[float] | None = None  # normalize=fixed: one value per channel, e.g. [0.2023, 0.1994, 0.2010]
     # with model.weights (a torchvision name or one of our checkpoints) and normalize=channel: the weights' own
     # mean/std (ImageNet's, or the checkpoint's); false = measured on this training split
     weights_normalization: bool = True
@@ -122,6 +129,18 @@ class ScheduleConfig:
     warmup_lr: float = 0.0  # linear: the lr at iteration 0; constant: the lr during warm-up
 
 
+AUTO_LOG_EVERY = 50  # train.log_every=auto: a metrics row every 50 steps,
+MIN_CURVE_ROWS = 20  # or every total / 20 steps in a shorter run
+
+
+def rows_every(log_every: int | str, total_iters: int) -> int:
+    """Steps between metrics rows: `log_every`, or with `auto` 50, fewer in a run too short for 20 rows of 50
+    steps (a 300-step run gets a row every 15 steps, not a curve of 6 points)."""
+    if log_every == "auto":
+        return max(1, min(AUTO_LOG_EVERY, total_iters // MIN_CURVE_ROWS))
+    return int(log_every)
+
+
 @dataclass
 class TrainConfig:
     """The training loop, its device and its outputs."""
@@ -144,6 +163,8 @@ class TrainConfig:
     eval_every: int = 0  # iterations between validations; 0 = once per epoch
     # iterations between metrics rows and progress updates; auto = 50, fewer in a short run (>= 20 rows: a curve)
     log_every: int | Literal["auto"] = "auto"
+    # the gradient norm of every stage (or residual block) at each log_every row of metrics.jsonl; none = off
+    grad_norms: Literal["none", "stage", "block"] = "none"
     top_k: int = 0  # also keep the k best checkpoints by validation accuracy
     out_dir: str | None = None  # RUN_DIR (--out)
     quiet: bool = False
@@ -499,6 +520,9 @@ def validate(cfg: Config) -> None:
         value = getattr(d, key)
         _check(value is None or value >= 1, f"data.{key} must be a positive size in pixels or null; got {value}")
     _check(d.channels in (None, 1, 3), f"data.channels must be 1, 3 or null; got {d.channels}")
+    _validate_normalize(d)
+    _check(d.classes is None or len(d.classes) >= 2, f"data.classes must name at least 2 classes (or be null for "
+           f"all); got {d.classes}")
     _validate_augmentation(d)
     _check(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
     _check(t.epochs >= 1 or t.iters >= 1, "train.epochs or train.iters must be at least 1")
@@ -527,6 +551,20 @@ def _validate_techniques(cfg: Config) -> None:
     _check(t.patience >= 0, f"train.patience must be >= 0 (0 = no early stopping); got {t.patience}")
     _check(t.patience == 0 or d.val_size != 0, "train.patience needs a validation split to watch; set data.val_size "
            "(e.g. 0.1) or train.patience=0")
+
+
+def _validate_normalize(d: DataConfig) -> None:
+    """data.normalize=fixed takes data.mean and data.std (as many values, std positive); the others take neither."""
+    if d.normalize != "fixed":
+        _check(d.mean is None and d.std is None, f"data.mean and data.std are the constants of data.normalize=fixed "
+               f"(data.normalize is {d.normalize}); set data.normalize=fixed, or data.mean=null data.std=null")
+        return
+    _check(bool(d.mean) and bool(d.std), "data.normalize=fixed needs data.mean and data.std, one value per channel "
+           "(e.g. data.mean=[0.4914,0.4822,0.4465] data.std=[0.2023,0.1994,0.2010])")
+    assert d.mean is not None and d.std is not None
+    _check(len(d.mean) == len(d.std), f"data.mean and data.std need one value per channel each; got {len(d.mean)} "
+           f"and {len(d.std)} values")
+    _check(all(s > 0 for s in d.std), f"data.std must be positive; got {d.std}")
 
 
 def _validate_augmentation(d: DataConfig) -> None:

@@ -31,7 +31,7 @@ from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("test", "val")
+SPLITS = ("test", "val", "train")
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -191,7 +191,8 @@ def labelled_split(info: dict[str, Any], split: str, data: str | None = None,
 
     Args:
         info: `load_checkpoint()`'s info.
-        split: "test", or "val" (the run's own seeded validation split; only for the run's data set).
+        split: "test", "val" (the run's own seeded validation split; only for the run's data set) or "train" (the
+            images the run trained on: the train split less the validation split, `data.train_size` of it).
         data: another labelled data set (a name or imagefolder:PATH) with the checkpoint's classes; its `split`
             is used (an image folder without split folders: all its images).
         data_dir: where the data set lies, if not where the run found it.
@@ -205,12 +206,14 @@ def labelled_split(info: dict[str, Any], split: str, data: str | None = None,
     if data_dir is not None:
         cfg.data.root = str(data_dir)
     if data is not None and data != cfg.data.name:
-        if split == "val":
-            raise UserError("--split val is the run's own validation split; with --data use --split test")
+        if split != "test":
+            raise UserError(f"--split {split} is the run's own {split} split; with --data use --split test")
         cfg.data.name = data
         imageset = _other_data(cfg)
     elif split == "test":
         imageset = load_test(cfg)  # the test split alone (data.test_size of it): no training images to load
+    elif split == "train":  # a full pass in eval mode: the training error and loss of the model as it is
+        imageset = build_data(cfg, with_test=False).train
     else:
         imageset = build_data(cfg, with_test=False).val
         if imageset is None:
@@ -303,7 +306,8 @@ def evaluate(checkpoint_or_run: Path | str, split: str = "test", data: str | Non
 
     Args:
         checkpoint_or_run: a run directory (its checkpoints/best.pt, selected on validation) or a checkpoint.
-        split: "test" (the official test split) or "val" (the run's own validation split).
+        split: "test" (the official test split), "val" (the run's own validation split) or "train" (the images
+            it trained on, unaugmented, BatchNorm in eval mode: the training error of the final or best model).
         data: another labelled data set with the same classes (e.g. "imagefolder:photos"), instead of the run's.
         tta: test-time augmentation: "flip" (or True) averages each prediction with that of the mirrored image;
             "shift" also with both moved by one pixel (six views).

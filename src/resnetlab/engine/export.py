@@ -87,20 +87,24 @@ class Preprocessed(nn.Module):
         offset: the same shape as `scale`.
         resize: the side the model sees, or None for no resize.
         antialias: antialias the resize (the Loader does when it shrinks).
+        mode: the run's data.resize_mode, bilinear or nearest.
     """
 
     def __init__(self, model: nn.Module, scale: torch.Tensor, offset: torch.Tensor, resize: int | None,
-                 antialias: bool) -> None:
+                 antialias: bool, mode: str = "bilinear") -> None:
         super().__init__()
         self.model = model
         self.register_buffer("scale", scale)
         self.register_buffer("offset", offset)
         self.resize = resize
         self.antialias = antialias
+        self.mode = mode
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = torch.addcmul(self.offset, images.to(self.scale.dtype), self.scale)  # (B, C, H, W) normalized
-        if self.resize is not None:
+        if self.resize is not None and self.mode == "nearest":
+            x = F.interpolate(x, size=(self.resize, self.resize), mode="nearest")  # (B, C, R, R)
+        elif self.resize is not None:
             x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False,
                               antialias=self.antialias)  # (B, C, R, R)
         return self.model(x).softmax(dim=1)  # (B, K)
@@ -116,17 +120,18 @@ def with_preprocessing(model: nn.Module, info: dict[str, Any]) -> tuple[Preproce
     in_chans = int(info["in_chans"])
     side = stored_size(info)
     resize = info["config"].get("data", {}).get("resize")
+    mode = info["config"].get("data", {}).get("resize_mode") or "bilinear"
     stats = info["normalization"]
     transform = BatchTransform(None, mean=torch.tensor(stats["mean"], dtype=torch.float64),
                                std=torch.tensor(stats["std"], dtype=torch.float64),
                                image_shape=(in_chans, side or 1, side or 1))  # (H, W, C) scale and offset
     scale, offset = (t.permute(2, 0, 1).contiguous() for t in (transform.scale, transform.offset))
     if side is None:
-        return Preprocessed(model, scale, offset, int(resize), antialias=True), None
+        return Preprocessed(model, scale, offset, int(resize), antialias=True, mode=mode), None
     if resize is not None and int(resize) == side:
         resize = None  # the Loader skips a resize to the same size
     antialias = resize is not None and int(resize) < side
-    return Preprocessed(model, scale, offset, None if resize is None else int(resize), antialias), side
+    return Preprocessed(model, scale, offset, None if resize is None else int(resize), antialias, mode), side
 
 
 def _example_input(info: dict[str, Any]) -> torch.Tensor:
@@ -272,12 +277,14 @@ def _metadata(info: dict[str, Any], include_preprocessing: bool) -> dict[str, An
     if include_preprocessing:
         side = stored_size(info)
         resize = info["config"].get("data", {}).get("resize")
+        mode = info["config"].get("data", {}).get("resize_mode") or "bilinear"
         meta.update(
             input_dtype="uint8", image_size=side,
             input_shape=["batch", in_chans, side or "side", side or "side"],
             output=PROBS_NAME, output_kind="probabilities (softmax over the classes; each row sums to 1)",
             preprocessing="inside the graph: pixel / 255, (x - mean) / std"
-                          + (f", bilinear resize to {resize}x{resize} (antialiased when shrinking)" if resize else ""),
+                          + (f", {mode} resize to {resize}x{resize}" + (" (antialiased when shrinking)" if mode
+                             == "bilinear" else "") if resize else ""),
         )
     else:
         size = info.get("image_size")

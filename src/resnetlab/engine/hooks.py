@@ -42,6 +42,10 @@ class Hook:
         """Called at each evaluation point with the validation metrics (None without a validation split), before
         the checkpoints are saved; may set `run.stop_reason` to end the run after this evaluation."""
 
+    def metrics_row(self, run: Any) -> dict[str, Any]:
+        """Entries to add to the metrics row being written (every `train.log_every` steps and at evaluations)."""
+        return {}
+
     def eval_model(self, run: Any) -> nn.Module | None:
         """The network to validate, select and test instead of `run.net` (e.g. a weight average), or None."""
         return None

@@ -15,7 +15,7 @@ from pathlib import Path
 from resnetlab.engine.config import Config
 from resnetlab.engine.rundir import LOCK, lock_run_dir
 from resnetlab.errors import UserError
-from resnetlab.models.catalog import model_names, unknown_model_message
+from resnetlab.models.catalog import cifar_spec, model_names, unknown_model_message
 
 # Images and channels of the official data sets (train + test), to size what `data.image_size` keeps in memory.
 OFFICIAL_SIZES = {"cifar10": (60_000, 3), "cifar100": (60_000, 3), "fashion-mnist": (70_000, 1), "mnist": (70_000, 1)}
@@ -46,7 +46,7 @@ def known_models() -> list[str]:
 def check_model_name(name: str) -> None:
     """A UserError with "did you mean" for a name that is not a model."""
     known = known_models()
-    if name not in known:
+    if name not in known and cifar_spec(name) is None:  # resnet47-bottleneck: any valid depth, built on demand
         raise UserError(unknown_model_message(name, known))
 
 

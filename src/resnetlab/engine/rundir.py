@@ -47,6 +47,7 @@ TEMP_MARK = ".tmp-"  # temporary files are named .NAME.tmp-PID
 # summary.json keys every finished run has; a file without them is corrupt (e.g. `{}` or a JSON list).
 SUMMARY_KEYS = ("best_val_acc", "test_acc", "test_acc_final", "steps")
 METRIC_KEYS = ("step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "images_per_s", "time_s")
+OPTIONAL_METRIC_KEYS = ("grad_norm",)  # in a row only when on: train.grad_norms, {group: norm}
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 RERUN_RESUME = "run the same command with --resume (the earlier checkpoints are kept)"
 RERUN = "run the command again (nothing half-written was left)"
@@ -187,8 +188,11 @@ def read_config(run_dir: Path) -> Config:
 
 
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
-    """Append one row to RUN_DIR/metrics.jsonl (keys METRIC_KEYS; non-finite numbers become null)."""
-    row = {key: _finite_or_none(row.get(key)) for key in METRIC_KEYS}
+    """Append one row to RUN_DIR/metrics.jsonl (keys METRIC_KEYS, and OPTIONAL_METRIC_KEYS when present; non-finite
+    numbers become null)."""
+    extra = {key: {k: _finite_or_none(v) for k, v in row[key].items()} for key in OPTIONAL_METRIC_KEYS
+             if isinstance(row.get(key), dict)}
+    row = {key: _finite_or_none(row.get(key)) for key in METRIC_KEYS} | extra
     with open(run_dir / METRICS, "a") as f:
         f.write(json.dumps(row) + "\n")
 

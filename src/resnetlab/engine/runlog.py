@@ -96,6 +96,8 @@ class RunLogger:
             if row.get(key) is not None:
                 self._writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train", "val")) else key,
                                         row[key], row["step"])
+        for group, norm in (row.get("grad_norm") or {}).items():  # train.grad_norms
+            self._writer.add_scalar(f"grad_norm/{group}", norm, row["step"])
         self._writer.flush()
         if row.get("val_acc") is None:
             self.progress(row)

@@ -24,7 +24,7 @@ from torch import nn
 from resnetlab.engine import builders
 from resnetlab.engine.accumulate import gradient_sync, micro_batches
 from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
-from resnetlab.engine.config import Config
+from resnetlab.engine.config import Config, rows_every
 from resnetlab.engine.distributed import (
     DistEnv,
     any_rank,
@@ -46,8 +46,6 @@ from resnetlab.models import summarize
 
 log = logging.getLogger(__name__)
 
-AUTO_LOG_EVERY = 50  # train.log_every=auto: a metrics row every 50 steps,
-MIN_CURVE_ROWS = 20  # or every total / 20 steps in a shorter run
 
 @dataclass
 class RunResult:
@@ -239,9 +237,12 @@ def _close_row(run: Run) -> dict[str, Any]:
     run.clock.update(row_loss=train["loss"], row_acc=train["acc"])  # what progress lines blend in (running_window)
     run.state.final_train_acc = train["acc"]
     run.state.train_time_s = _loop_time(run)
-    return {"step": run.state.step, "epoch": round(run.state.step / run.steps_per_epoch, 4), "lr": run.state.lr,
-            "train_loss": train["loss"], "train_acc": train["acc"], "val_loss": None, "val_acc": None,
-            "images_per_s": period_images / max(period_s, 1e-9), "time_s": run.state.train_time_s}
+    row = {"step": run.state.step, "epoch": round(run.state.step / run.steps_per_epoch, 4), "lr": run.state.lr,
+           "train_loss": train["loss"], "train_acc": train["acc"], "val_loss": None, "val_acc": None,
+           "images_per_s": period_images / max(period_s, 1e-9), "time_s": run.state.train_time_s}
+    for hook in run.hooks:
+        row.update(hook.metrics_row(run))  # e.g. train.grad_norms
+    return row
 
 
 def validate_and_checkpoint(run: Run) -> None:
@@ -378,12 +379,8 @@ def _is_eval_point(run: Run, step: int) -> bool:
 
 
 def log_every(run: Run) -> int:
-    """Steps between metrics rows: train.log_every, or with `auto` 50, fewer in a run too short for 20 rows of 50
-    steps (a 300-step run gets a row every 15 steps, not a curve of 6 points)."""
-    value = run.cfg.train.log_every
-    if value == "auto":
-        return max(1, min(AUTO_LOG_EVERY, run.total_iters // MIN_CURVE_ROWS))
-    return int(value)
+    """Steps between metrics rows (train.log_every, `auto` resolved for this run's length)."""
+    return rows_every(run.cfg.train.log_every, run.total_iters)
 
 
 def _start_period(run: Run, now: float) -> None:

@@ -1,10 +1,12 @@
-"""What a run takes from the weights it starts from (model.weights): their normalization and image size.
+"""What a run takes from the weights it starts from (model.weights): their normalization, image size and options.
 
 Pretrained features expect the inputs they were trained on. With torchvision's weights by name (IMAGENET1K_V1)
 a run normalizes with ImageNet's mean and std and, unless data.image_size or data.resize is set, trains at the
 weights' crop size (224); with one of our checkpoints it normalizes with the checkpoint's statistics. Setting
 data.weights_normalization=false (or data.normalize=pixel) measures the statistics on the training split instead,
 and data.resize / data.image_size train at another size (smaller is faster; the features are less sharp).
+One of our checkpoints of the same model also brings its model options (model.shortcut, model.stem and
+model.options, e.g. shortcut B), each unless the config sets it: the weights fit the net they were trained in.
 """
 
 from __future__ import annotations
@@ -67,9 +69,45 @@ def _short(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
 
 
+def _saved_config(weights: str) -> dict[str, Any] | None:
+    """The config a checkpoint of ours was trained with, or None (a bare state dict, an unreadable file)."""
+    try:
+        saved = torch.load(Path(weights).expanduser(), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable here: create_model reports why, in one line
+        return None
+    config = saved.get("config") if isinstance(saved, dict) else None
+    return config if isinstance(config, dict) and isinstance(config.get("model"), dict) else None
+
+
+def adopt_checkpoint_options(cfg: Config) -> Config:
+    """`cfg` with the model options of the checkpoint in model.weights (same model name) that it leaves unset."""
+    m = cfg.model
+    if not m.weights or is_weight_name(m.weights):
+        return cfg
+    saved = (_saved_config(m.weights) or {}).get("model", {})
+    if saved.get("name") != m.name:
+        return cfg
+    taken = []
+    for key in ("shortcut", "stem"):
+        if getattr(m, key) is None and saved.get(key) is not None:
+            setattr(m, key, saved[key])
+            taken.append(f"model.{key}={saved[key]}")
+    options = saved.get("options") if isinstance(saved.get("options"), dict) else {}
+    for key, value in options.items():
+        if key not in m.options:
+            m.options[key] = value
+            taken.append(f"model.options.{key}={value}")
+    if taken:
+        log.info("took %s from %s (the net its weights were trained in; set them to override)", ", ".join(taken),
+                 m.weights)
+    return cfg
+
+
 def apply_weights_defaults(cfg: Config) -> Config:
-    """`cfg` with the image size of torchvision weights (their crop size) when neither data.image_size nor
+    """`cfg` with what its starting weights bring: the model options of one of our checkpoints (same model, unless
+    set), and the image size of torchvision weights (their crop size) when neither data.image_size nor
     data.resize is set: image folders are decoded at that size, other data sets are resized on the device."""
+    cfg = adopt_checkpoint_options(cfg)
     d = cfg.data
     if not is_weight_name(cfg.model.weights) or d.image_size is not None or d.resize is not None:
         return cfg

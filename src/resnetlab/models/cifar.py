@@ -227,6 +227,7 @@ class CifarResNet(nn.Module):
 # width changes, which gives ResNet-164 its 1.7 M parameters.
 _LAYERS_PER_BLOCK = {"basic": 2, "bottleneck": 3}
 _DEFAULT_SHORTCUT: dict[str, Shortcut] = {"basic": "A", "bottleneck": "B"}
+_EXAMPLE_DEPTHS = {"basic": (), "bottleneck": (29, 47, 56, 110)}  # 9n+2 depths besides the named ones
 
 
 def cifar_resnet(depth: int, block: BlockName = "basic", residual: bool = True, shortcut: Shortcut | None = None,
@@ -254,7 +255,7 @@ def cifar_resnet(depth: int, block: BlockName = "basic", residual: bool = True, 
         raise UserError(f"unknown block {block!r}; use one of: {', '.join(BLOCKS)}")
     per_stage = 3 * _LAYERS_PER_BLOCK[block]  # layers added by one more block in each of the 3 stages
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < per_stage + 2 or (depth - 2) % per_stage:
-        tries = ", ".join(str(d) for d in CIFAR_DEPTHS[block])
+        tries = ", ".join(str(d) for d in sorted({*CIFAR_DEPTHS[block], *_EXAMPLE_DEPTHS[block]}))
         raise UserError(f"depth {depth} is not {per_stage}n+2 (n >= 1) for {block} blocks; try {tries}")
     if shortcut is not None and shortcut not in ("A", "B"):
         raise UserError(f"unknown shortcut {shortcut!r}; use 'A' (zero-padding identity) or 'B' (projection)")
@@ -277,8 +278,12 @@ def check_sizes(num_classes: int, in_chans: int) -> None:
 
 
 def _residual_variant(name: str, depth: int, block: BlockName) -> ModelBuilder:
+    default_block = block
+
+    # `block` (model.options.block) keeps the depth and says the block type outright: resnet56 with
+    # block="bottleneck" is seed 000's ResNet(56), the same net as resnet56-bottleneck.
     def builder(*, num_classes: int = CIFAR_NUM_CLASSES, in_chans: int = 3, shortcut: Shortcut | None = None,
-                zero_init_residual: bool = False) -> CifarResNet:
+                zero_init_residual: bool = False, block: BlockName = default_block) -> CifarResNet:
         return cifar_resnet(depth, block, True, shortcut, num_classes, in_chans, zero_init_residual)
 
     return _named(builder, name, f"ResNet-{depth} for 32x32 images ({block} blocks, CIFAR layout).")
@@ -297,9 +302,11 @@ def _named(builder: Callable[..., CifarResNet], name: str, doc: str) -> ModelBui
     return builder
 
 
-def _builder(name: str, spec: CifarSpec) -> ModelBuilder:
+def variant(name: str, spec: CifarSpec) -> ModelBuilder:
+    """The builder of a CIFAR net named `name` after `spec` (the named table, or a generated name such as
+    `resnet47-bottleneck`, `catalog.cifar_spec`)."""
     factory = _residual_variant if spec.residual else _plain_variant
     return factory(name, spec.depth, spec.block)
 
 
-BUILDERS: dict[str, ModelBuilder] = {name: _builder(name, spec) for name, spec in CIFAR_MODELS.items()}
+BUILDERS: dict[str, ModelBuilder] = {name: variant(name, spec) for name, spec in CIFAR_MODELS.items()}

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from resnetlab.errors import UserError
-from resnetlab.models import cifar, fast, imagenet, integrity
-from resnetlab.models.catalog import natural_key, unknown_model_message
+from resnetlab.models import cifar, fast, imagenet, integrity, preact
+from resnetlab.models.catalog import cifar_spec, natural_key, unknown_model_message
 from resnetlab.models.cifar import ModelBuilder
 from resnetlab.models.pretrained import fetch_weights, get_weights, is_weight_name
 
@@ -43,11 +43,11 @@ __all__ = ["ModelBuilder", "create_model", "get_builder", "list_models", "load_w
 
 
 def _zoo() -> dict[str, ModelBuilder]:
-    clash = sorted((set(cifar.BUILDERS) & set(imagenet.BUILDERS)) | (set(fast.BUILDERS) & {*cifar.BUILDERS,
-                                                                                            *imagenet.BUILDERS}))
-    if clash:
-        raise ValueError(f"model {clash[0]!r} is defined by two of the CIFAR, ImageNet and fast tables")
-    return {**cifar.BUILDERS, **imagenet.BUILDERS, **fast.BUILDERS}
+    tables = (cifar.BUILDERS, preact.BUILDERS, imagenet.BUILDERS, fast.BUILDERS)
+    clash = sorted(set.intersection(set(a), set(b)) for i, a in enumerate(tables) for b in tables[i + 1:])
+    if any(clash):
+        raise ValueError(f"model {next(c for c in clash if c)!r} is defined by two of the zoo's tables")
+    return {**cifar.BUILDERS, **preact.BUILDERS, **imagenet.BUILDERS, **fast.BUILDERS}
 
 
 _MODELS: dict[str, ModelBuilder] = _zoo()
@@ -69,10 +69,15 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_builder(name: str) -> ModelBuilder:
-    """The builder registered as `name`, or a UserError that lists the known names."""
-    if name not in _MODELS:
-        raise UserError(unknown_model_message(name, list_models()))
-    return _MODELS[name]
+    """The builder registered as `name` (or a generated CIFAR name such as `resnet47-bottleneck`, built on demand),
+    or a UserError that lists the known names."""
+    if name in _MODELS:
+        return _MODELS[name]
+    generated = cifar_spec(name)
+    if generated is not None:
+        family, spec = generated
+        return (preact.variant if family == "preact" else cifar.variant)(name, spec)
+    raise UserError(unknown_model_message(name, list_models()))
 
 
 def create_model(name: str, *, num_classes: int | None = None, in_chans: int = 3,

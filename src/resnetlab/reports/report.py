@@ -181,7 +181,7 @@ def _kv_table(data: dict[str, Any], labels: dict[str, str]) -> str:
     return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
-def _kpis(summary: dict[str, Any] | None, result: dict[str, Any] | None) -> str:
+def _kpis(summary: dict[str, Any] | None, result: dict[str, Any] | None, run_dir: Path) -> str:
     """The cards on top: errors (one unit for every rate), then size and cost."""
     items: list[tuple[str, str]] = []
     acc = (result or {}).get("acc", (summary or {}).get("test_acc"))
@@ -191,6 +191,7 @@ def _kpis(summary: dict[str, Any] | None, result: dict[str, Any] | None) -> str:
         items.append((f"test error (top-{result.get('top_k', 5)})", f"{100 * (1 - result['acc5']):.2f}%"))
     if summary and summary.get("best_val_acc") is not None:
         items.append(("best validation error", f"{100 * (1 - summary['best_val_acc']):.2f}%"))
+    items += _training_kpis(run_dir)
     if summary:
         for key, label in (("params", "parameters"), ("steps", "iterations"), ("train_time_s", "training time")):
             if summary.get(key) is not None:
@@ -198,6 +199,23 @@ def _kpis(summary: dict[str, Any] | None, result: dict[str, Any] | None) -> str:
     cells = "".join(f'<div class="kpi"><div class="v">{html.escape(v)}</div><div class="l">{html.escape(label)}</div>'
                     "</div>" for label, v in items)
     return f'<div class="kpis">{cells}</div>' if cells else ""
+
+
+def _training_kpis(run_dir: Path) -> list[tuple[str, str]]:
+    """Final training error and loss: of a full pass in eval mode when `evaluate --split train` wrote
+    eval_train.json, else the running numbers of the last logging interval (metrics.jsonl)."""
+    full = read_evaluation(run_dir, "train")
+    if full:
+        where = "full pass, eval mode"
+        acc, loss = full.get("acc"), full.get("loss")
+    else:
+        rows = [r for r in read_metrics(run_dir, required=False) if r.get("train_loss") is not None]
+        if not rows:
+            return []
+        where = "last logging interval"
+        acc, loss = rows[-1].get("train_acc"), rows[-1]["train_loss"]
+    items = [(f"final training error ({where})", f"{100 * (1 - acc):.2f}%")] if acc is not None else []
+    return items + ([(f"final training loss ({where})", f"{loss:.4f}")] if loss is not None else [])
 
 
 def _per_class_table(result: dict[str, Any]) -> str:
@@ -268,7 +286,7 @@ def _render(run_dir: Path, notes: list[str]) -> str:
     parts = [
         f"<header><h1>{html.escape(run_dir.name)}</h1><p>{html.escape(model)} on {html.escape(data)} "
         f"&middot; run {status} &middot; {html.escape(str(run_dir.resolve()))}</p></header><main>",
-        warn, _kpis(summary, result), f'<div class="stack">{curves}</div>',
+        warn, _kpis(summary, result, run_dir), f'<div class="stack">{curves}</div>',
         *_evaluation_sections(run_dir, result), f'<div class="stack">{samples}</div>',
         f'<div class="row stack">{summary_html}{lr}</div>', f'<div class="stack">{provenance_html}</div>',
         f'<div class="stack">{config_html}</div>',

@@ -15,6 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from resnetlab.experiments.spec import SweepSpec, format_value, grid_labels, point_label
+from resnetlab.reports.gradflow import draw_grad_flow, has_grad_norms
 from resnetlab.reports.sweep_data import PointStats
 
 logger = logging.getLogger(__name__)
@@ -37,15 +38,26 @@ def draw_figures(out: Path, spec: SweepSpec, points: Sequence[PointStats]) -> li
     A grid over `model.name` alone whose names are plain*/resnet* gets figure6.png and error_vs_depth.png;
     any other grid gets error_vs_<first grid key>.png (one line per combination of the other keys).
     """
+    flow = _grad_flow(points, out / "gradflow.png")  # train.grad_norms: the first seed of every point
     varying = [k for k, values in spec.grid.items() if len(values) > 1]
     names = spec.grid.get(MODEL_KEY, [])
     if varying == [MODEL_KEY] and all(family_depth(n) for n in names):
-        return [figure6(points, out / "figure6.png"), error_vs_depth(points, out / "error_vs_depth.png")]
+        return [figure6(points, out / "figure6.png"), training_loss(points, out / "training_loss.png"),
+                error_vs_depth(points, out / "error_vs_depth.png"), *flow]
     if MODEL_KEY in varying:
         logger.info("figure6.png needs a grid over plain*/resnet* names only; drawing error against %s", varying[0])
     key = varying[0] if varying else next(iter(spec.grid))
     label = grid_labels(list(spec.grid))[key] or "model"
-    return [error_vs_key(spec, points, key, out / f"error_vs_{label.replace('.', '-')}.png")]
+    return [error_vs_key(spec, points, key, out / f"error_vs_{label.replace('.', '-')}.png"), *flow]
+
+
+def _grad_flow(points: Sequence[PointStats], path: Path) -> list[Path]:
+    """gradflow.png when the runs logged gradient norms: one panel per grid point (its first seed), side by side."""
+    runs = [(f"{point_label(p.values)} (seed {p.runs[0].point.seed})", p.runs[0].curve) for p in points if p.runs]
+    if not any(has_grad_norms(rows) for _, rows in runs):
+        return []
+    return [draw_grad_flow(runs, path, "Gradient norm of each stage against iteration, first seed of each point "
+                                       "(dark: first layers, light: classifier)")]
 
 
 def figure6(points: Sequence[PointStats], path: Path) -> Path:
@@ -81,6 +93,38 @@ def figure6(points: Sequence[PointStats], path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     return path
+
+
+def training_loss(points: Sequence[PointStats], path: Path) -> Path:
+    """Training loss (over each logging interval, mean over seeds) against iterations, plain nets left, residual
+    nets right, one colour per depth: the figure the fourth tutorial draws (its Figures 2 and 3)."""
+    depths = sorted({family_depth(p.values[MODEL_KEY])[1] for p in points})
+    colours = {d: f"C{i % 10}" for i, d in enumerate(depths)}
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, family in zip(axes, ("plain", "resnet"), strict=True):
+        for p in sorted(points, key=lambda p: family_depth(p.values[MODEL_KEY])[1]):
+            fam, depth = family_depth(p.values[MODEL_KEY])
+            if fam == family:
+                steps, losses = mean_loss_curve(p, "train_loss")
+                ax.plot(steps, losses, color=colours[depth], linewidth=1.4, label=f"{FAMILY_TITLES[fam]}-{depth}")
+        ax.set_title("plain networks" if family == "plain" else "residual networks (ResNet)")
+        ax.set_xlabel("iterations")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=8)
+    axes[0].set_ylabel("training loss")
+    fig.suptitle("Training loss against iterations (over each logging interval, mean over seeds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def mean_loss_curve(point: PointStats, field: str) -> tuple[list[int], list[float]]:
+    """`field` (train_loss or val_loss) at the steps where every seed of the point logged it, mean over seeds."""
+    per_run = [{row["step"]: row[field] for row in r.curve if row.get(field) is not None} for r in point.runs]
+    steps = sorted(set.intersection(*(set(rows) for rows in per_run))) if per_run else []
+    return steps, [statistics.fmean(rows[step] for rows in per_run) for step in steps]
 
 
 def error_vs_depth(points: Sequence[PointStats], path: Path) -> Path:

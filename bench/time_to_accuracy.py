@@ -49,8 +49,9 @@ def run_seed(recipe: str, seed: int, run_dir: Path, overrides: list[str]) -> dic
     return {**summary, "bench_wall_s": wall, "bench_cpu_s": cpu, "tta": tta}
 
 
-def table(rows: list[dict[str, Any]], budget_s: float, goal: float) -> str:
-    """The per-seed rows, mean and min, and whether every seed met the goal within the budget."""
+def table(rows: list[dict[str, Any]], budget_s: float, goal: float, floor: float) -> str:
+    """The per-seed rows, mean and min, and whether the goal was met: a mean of at least `goal` with every seed at
+    least `floor`, each seed within the budget (issue 25: 93.0% mean, 92.8% each, 3 minutes)."""
     lines = [f"{'seed':>6} {'wall s':>8} {'CPU s':>8} {'train s':>8} {'images/s':>9} {'epochs':>7} {'test acc':>9} "
              f"{'amp':>5} {'compile':>7}"]
     for r in rows:
@@ -63,8 +64,9 @@ def table(rows: list[dict[str, Any]], budget_s: float, goal: float) -> str:
     lines.append(f"{'min':>6} {min(walls):>8.1f} {blank} {min(accs):>8.2f}%")
     if any(r["tta"] for r in rows):
         lines.append(f"test acc with test-time augmentation (eval.tta: {rows[0]['tta']})")
-    met = all(w <= budget_s for w in walls) and all(a >= goal for a in accs)
-    lines.append(f"goal (>= {goal:.1f}% on every seed within {budget_s:.0f} s each): {'met' if met else 'NOT met'}")
+    met = all(w <= budget_s for w in walls) and statistics.fmean(accs) >= goal and min(accs) >= floor
+    lines.append(f"goal (mean >= {goal:.1f}%, every seed >= {floor:.1f}%, each within {budget_s:.0f} s): "
+                 f"{'met' if met else 'NOT met'}")
     return "\n".join(lines)
 
 
@@ -76,7 +78,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, help="keep the run directories here (default: a temporary folder)")
     parser.add_argument("--budget", type=float, default=180.0, help="seconds allowed per seed (issue 25: 3 min)")
-    parser.add_argument("--goal", type=float, default=93.0, help="test accuracy (%%) every seed must reach")
+    parser.add_argument("--goal", type=float, default=93.0, help="mean test accuracy (%%) over the seeds")
+    parser.add_argument("--floor", type=float, default=92.8, help="test accuracy (%%) every seed must reach")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="resnetlab-tta-"))
     rows = []
@@ -89,7 +92,7 @@ def main() -> None:
         if args.out is None:
             shutil.rmtree(root, ignore_errors=True)
     print(f"recipe {args.recipe} {' '.join(args.overrides)}".rstrip())
-    print(table(rows, args.budget, args.goal))
+    print(table(rows, args.budget, args.goal, args.floor))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,9 @@ def ddp_run(tiny_root, tmp_path_factory):
     """A complete two-process run (downloads in turn; every evaluation's image count logged by the worker)."""
     out = tmp_path_factory.mktemp("ddp") / "run"
     counts = out.parent / "evaluations.jsonl"
-    launch = torchrun(2, train_argv(tiny_root, out, data__download=True), env=launch_env(DDPKIT_EVAL_LOG=str(counts)))
+    # not --quiet: the test below checks that only rank 0 writes the INFO lines
+    launch = torchrun(2, train_argv(tiny_root, out, data__download=True, train__quiet=False),
+                      env=launch_env(DDPKIT_EVAL_LOG=str(counts)))
     assert launch.returncode == 0, launch.stderr[-4000:]
     return out, launch, read_jsonl(counts)
 

@@ -113,6 +113,7 @@ def test_keys_in_print_config_and_config_yaml(tiny_root, tmp_path, run_cli):
 def test_bad_values_exit_2_with_one_line(tiny_root, tmp_path, run_cli, settings, words):
     extra = [arg for s in settings for arg in ("--set", s)]
     code, out, err = run_cli("train", "--data-dir", tiny_root, "--out", tmp_path / "run", "--set", "data.name=mnist",
-                             "--set", "data.val_size=96", "--set", "train.iters=1", *extra)
+                             "--set", "data.val_size=96", "--set", "train.iters=1",
+                             "--set", "data.batch_size=32", *extra)
     assert code == 2 and words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "run").exists()

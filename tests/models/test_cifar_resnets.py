@@ -86,7 +86,7 @@ def test_the_command_line_summarizes_and_trains_generated_names(run_cli):
 
 @pytest.mark.parametrize(("name", "message"), [
     ("resnet44-bottleneck", "depth 44 is not 9n+2 (n >= 1) for bottleneck blocks; try 29, 47, 56"),  # seed 000's 44
-    ("resnet48", "unknown model 'resnet48'; known models:"),
+    ("resnet48", "unknown model 'resnet48'; did you mean resnet44? known models:"),
 ])
 def test_invalid_generated_names_say_what_to_try(name: str, message: str) -> None:
     with pytest.raises(UserError, match="^" + re.escape(message)):

@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from resnetlab.experiments.spec import SweepSpec, format_value, grid_labels, point_label
@@ -64,40 +65,36 @@ def figure6(points: Sequence[PointStats], path: Path) -> Path:
     """Plain nets left, residual nets right; training error (over each logging interval) thin and dashed,
     validation error bold, against iterations, one colour per depth (the same colour in both panels); curves are
     the mean over seeds."""
-    depths = sorted({family_depth(p.values[MODEL_KEY])[1] for p in points})
-    colours = {d: f"C{i % 10}" for i, d in enumerate(depths)}
-    fig = Figure(figsize=(11, 4.5))
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, family in zip(axes, ("plain", "resnet"), strict=True):
-        for p in sorted(points, key=lambda p: family_depth(p.values[MODEL_KEY])[1]):
-            fam, depth = family_depth(p.values[MODEL_KEY])
-            if fam != family:
-                continue
-            train_steps, train_err = mean_curve(p, "train_acc")
-            val_steps, val_err = mean_curve(p, "val_acc")
-            name = f"{FAMILY_TITLES[fam]}-{depth}"
-            ax.plot(train_steps, train_err, color=colours[depth], linewidth=0.8, linestyle="--")
-            if val_err:
-                ax.plot(val_steps, val_err, color=colours[depth], linewidth=2.2, label=name)
-            else:
-                ax.plot([], [], color=colours[depth], linewidth=2.2, label=f"{name} (no validation split)")
-        ax.set_title("plain networks" if family == "plain" else "residual networks (ResNet)")
-        ax.set_xlabel("iterations")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper right", fontsize=8)
-    axes[0].set_ylabel("error (%)")
-    axes[0].set_ylim(bottom=0)
-    fig.suptitle("Figure 6 layout (He et al. 2016): dashed = training error, bold = validation error, mean over "
-                 "seeds.\nThe paper drew test error; we never read the test split during training.", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    return path
+    def draw(ax: Axes, p: PointStats, colour: str, name: str) -> None:
+        train_steps, train_err = mean_curve(p, "train_acc")
+        val_steps, val_err = mean_curve(p, "val_acc")
+        ax.plot(train_steps, train_err, color=colour, linewidth=0.8, linestyle="--")
+        if val_err:
+            ax.plot(val_steps, val_err, color=colour, linewidth=2.2, label=name)
+        else:
+            ax.plot([], [], color=colour, linewidth=2.2, label=f"{name} (no validation split)")
+
+    return _plain_and_residual(points, path, draw, "error (%)",
+                               "Figure 6 layout (He et al. 2016): dashed = training error, bold = validation error, "
+                               "mean over seeds.\nThe paper drew test error; we never read the test split during "
+                               "training.", from_zero=True)
 
 
 def training_loss(points: Sequence[PointStats], path: Path) -> Path:
     """Training loss (over each logging interval, mean over seeds) against iterations, plain nets left, residual
     nets right, one colour per depth: the figure the fourth tutorial draws (its Figures 2 and 3)."""
+    def draw(ax: Axes, p: PointStats, colour: str, name: str) -> None:
+        steps, losses = mean_loss_curve(p, "train_loss")
+        ax.plot(steps, losses, color=colour, linewidth=1.4, label=name)
+
+    return _plain_and_residual(points, path, draw, "training loss",
+                               "Training loss against iterations (over each logging interval, mean over seeds)")
+
+
+def _plain_and_residual(points: Sequence[PointStats], path: Path, draw: Callable[[Axes, PointStats, str, str], None],
+                        ylabel: str, title: str, from_zero: bool = False) -> Path:
+    """Two panels, plain nets left and residual nets right, `draw` called for each point in order of depth with
+    its panel, colour (one per depth, the same in both panels) and name."""
     depths = sorted({family_depth(p.values[MODEL_KEY])[1] for p in points})
     colours = {d: f"C{i % 10}" for i, d in enumerate(depths)}
     fig = Figure(figsize=(11, 4.5))
@@ -106,15 +103,16 @@ def training_loss(points: Sequence[PointStats], path: Path) -> Path:
         for p in sorted(points, key=lambda p: family_depth(p.values[MODEL_KEY])[1]):
             fam, depth = family_depth(p.values[MODEL_KEY])
             if fam == family:
-                steps, losses = mean_loss_curve(p, "train_loss")
-                ax.plot(steps, losses, color=colours[depth], linewidth=1.4, label=f"{FAMILY_TITLES[fam]}-{depth}")
+                draw(ax, p, colours[depth], f"{FAMILY_TITLES[fam]}-{depth}")
         ax.set_title("plain networks" if family == "plain" else "residual networks (ResNet)")
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right", fontsize=8)
-    axes[0].set_ylabel("training loss")
-    fig.suptitle("Training loss against iterations (over each logging interval, mean over seeds)", fontsize=10)
+    axes[0].set_ylabel(ylabel)
+    if from_zero:
+        axes[0].set_ylim(bottom=0)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     return path

@@ -26,6 +26,12 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# torch.compile's cache, one per kernel set: kernels cached under one ISA carry oneDNN weight layouts chosen for it,
+# and reused under ONEDNN_MAX_CPU_ISA=AVX2 (CI's second pass) they computed NaN on an AMX Xeon.
+_KERNELS = "-".join(os.environ.get(name, "native") for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"))
+_CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(os.environ.get("TMPDIR", "/tmp"), "torchinductor")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{_CACHE}-tests-{_KERNELS}"  # read at each compile (importing torch sets it)
+
 
 def require(condition: bool, what: str) -> None:
     """Skip the calling test when `condition` is false, or fail under CI=true."""

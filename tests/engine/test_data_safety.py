@@ -3,7 +3,9 @@
 Each test starts `python tests/support/fault_worker.py FAULT N ARGS...` (the real command line) and checks every
 byte on disk afterwards: starting a run over deletes only the run's own files; who trains a folder is decided
 under its lock (a race made exact by handshakes); a checkpoint with a changed byte is refused; a full or
-read-only disk leaves no partial file; git is read without locks; the messages say what is true.
+read-only disk leaves no partial file; git is read without locks; the messages say what is true. The default
+run has one case of each; `-m slow` adds the longer ones (a kill and resume, a second race, every command, the
+full disk, the sweep).
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def test_resume_on_a_users_folder_deletes_nothing(tiny_root, tmp_path):
     assert snapshot(tmp_path) == before  # every byte, every link, no .lock
 
 
+@pytest.mark.slow
 def test_starting_over_deletes_only_the_run_files(tiny_root, tmp_path, straight):
     """A run killed before its first checkpoint, with the user's files put into its folder: --resume refuses and
     deletes nothing; once they are moved away, it starts over (saying so) and ends bit-identical."""
@@ -130,6 +133,7 @@ def test_resume_on_a_missing_path_names_the_nearest_runs(tiny_root, tmp_path):
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_changed_sweep_spec_keeps_the_users_files_in_an_unfinished_run(tiny_root, tmp_path):
     """A corrected spec starts its unfinished runs over: their run files only, never a folder with other files."""
     pairs = [item.split("=", 1) for item in tiny_overrides(tiny_root, None)]
@@ -179,6 +183,7 @@ def test_the_loser_of_a_race_for_the_lock_changes_nothing(tiny_root, tmp_path, s
     assert_equal_to(out, straight)
 
 
+@pytest.mark.slow
 def test_two_processes_released_at_once_train_one_run(tiny_root, tmp_path, straight):
     """Both make (or find) the folder and wait before locking; released together, one trains, the other is refused
     without touching the run, whichever wins."""
@@ -234,6 +239,7 @@ def test_a_flipped_byte_anywhere_is_detected(straight, tmp_path, run_cli):
     assert all(detected), list(zip(offsets, detected, strict=True))
 
 
+@pytest.mark.slow
 def test_every_command_refuses_a_corrupt_checkpoint(straight, tmp_path, tiny_root):
     bad = flipped(straight / "checkpoints" / "best.pt", tmp_path / "bad.pt", 5000)
     image = tmp_path / "x.png"
@@ -247,6 +253,7 @@ def test_every_command_refuses_a_corrupt_checkpoint(straight, tmp_path, tiny_roo
     assert not (tmp_path / "m.pt2").exists() and not (tmp_path / "ft").exists()
 
 
+@pytest.mark.slow
 def test_resume_falls_back_to_the_previous_good_checkpoint_only_when_asked(tiny_root, tmp_path, straight):
     out = tmp_path / "run"
     argv = cli_args(tiny_root, out, **FAULT_SETTINGS, train__top_k=5)
@@ -324,6 +331,7 @@ def no_partial_files(folder: Path, before: dict) -> list[str]:
     return bad + stray_files(folder)
 
 
+@pytest.mark.slow
 def test_a_full_disk_leaves_no_partial_file(straight, tmpfs, tmp_path):
     mnt = tmpfs("size=4m")
     run = copy_run(straight, mnt / "run")
@@ -350,6 +358,7 @@ def test_a_read_only_disk_is_one_line_and_unchanged(straight, tmpfs):
     assert snapshot(mnt) == before
 
 
+@pytest.mark.slow
 def test_export_refuses_to_overwrite_without_force(straight, tmp_path):
     out = tmp_path / "m.pt2"
     out.write_bytes(b"an older export")
@@ -390,8 +399,8 @@ def test_git_is_read_without_locks_and_only_in_the_checkout_one_runs_in(tmp_path
 # ------------------------------------------------------------------------------------------- 6. true messages
 
 
-@pytest.mark.parametrize(("step", "words"), [(1, "no checkpoint was saved yet"), (7, "last.pt keeps the last good "
-                                                                                       "state (step 5)")])
+@pytest.mark.parametrize(("step", "words"), [(1, "no checkpoint was saved yet"), pytest.param(
+    7, "last.pt keeps the last good state (step 5)", marks=pytest.mark.slow)])
 def test_the_nan_stop_names_the_checkpoint_that_exists(tiny_root, tmp_path, step, words):
     out = tmp_path / "run"
     done = run_worker("nan-step", step, cli_args(tiny_root, out, **FAULT_SETTINGS))
@@ -412,6 +421,7 @@ def test_nan_starting_weights_are_named_as_such(tiny_root, tmp_path):
     assert not (tmp_path / "run").exists()  # stopped before its first step: nothing is left
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_final_test_stops_like_during_training(tiny_root, tmp_path, straight):
     out = tmp_path / "run"
     argv = cli_args(tiny_root, out, **FAULT_SETTINGS, train__top_k=5)

@@ -76,7 +76,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnetlab.engine.config import format_config, list_recipes, load_config
+    from resnetlab.engine.config import format_config, list_recipes
+    from resnetlab.engine.resume import command_config
 
     if args.list_recipes:
         for name, description in list_recipes():
@@ -84,12 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     overrides = _train_overrides(args)
     resume = args.resume or args.resume_from is not None
-    if resume and args.out is not None and args.recipe is None and (Path(args.out) / "config.yaml").is_file():
-        from resnetlab.engine.run import resume_overrides
-
-        config = resume_overrides(Path(args.out), overrides)  # the run's own config; only what may change changes
-    else:
-        config = load_config(args.recipe, overrides)
+    config = command_config(args.recipe, overrides, args.out, resume)  # resuming: the run's own config
     if args.print_config:
         print(format_config(config))
         return 0

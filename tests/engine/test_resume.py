@@ -16,6 +16,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
 from resnetlab.engine.hooks import StopAt
+from resnetlab.engine.resume import command_config
+from resnetlab.engine.rundir import write_config
 from resnetlab.engine.trainer import train
 from resnetlab.errors import Interrupted
 
@@ -179,3 +181,16 @@ def test_stop_at_hook_interrupts_like_ctrl_c_and_resume_is_bit_identical(tiny_ro
                          read_checkpoint(straight_run / "checkpoints" / "last.pt")["model"])
     with pytest.raises(ValueError, match="step >= 1"):
         StopAt(0)
+
+
+def test_the_commands_config_when_resuming_is_the_runs_own_with_what_a_resume_may_change(tiny_root, tmp_path,
+                                                                                       caplog):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    write_config(run_dir, tiny_config(tiny_root, run_dir, optim__lr=0.01))
+    asked = ["optim.lr=0.5", "train.threads=2"]
+    resumed = command_config(None, asked, str(run_dir), resume=True)
+    assert (resumed.optim.lr, resumed.train.threads) == (0.01, 2)  # the run's lr; a resume may change the threads
+    assert "ignoring optim.lr=0.5" in caplog.text
+    assert command_config(None, asked, str(run_dir), resume=False).optim.lr == 0.5  # a new run: the recipe's
+    assert command_config("fmnist-resnet20", asked, str(run_dir), resume=True).optim.lr == 0.5  # --recipe given

@@ -48,9 +48,9 @@ import torch
 import yaml
 
 from resnetlab.engine.builders import drop_foreign_options, physical_cores, shared_splits
-from resnetlab.engine.config import Config, config_to_dict, load_config
+from resnetlab.engine.config import Config, load_config
 from resnetlab.engine.preflight import check_data_paths, check_memory, check_model_name
-from resnetlab.engine.run import RESUME_MAY_CHANGE, flatten
+from resnetlab.engine.resume import changed_settings
 from resnetlab.engine.rundir import CONFIG, atomic_write, clear_run, is_finished, lock_run_dir, read_config
 from resnetlab.engine.trainer import train
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
@@ -197,9 +197,7 @@ def _check_changed_runs(out: Path, spec: SweepSpec, points: list[RunPoint]) -> N
 
 def config_changes(saved: Config, new: Config) -> list[str]:
     """`key: old -> new` for every setting that differs, but those a resume may change (threads, quiet, ...)."""
-    old_flat, new_flat = flatten(config_to_dict(saved)), flatten(config_to_dict(new))
-    return [f"{key}={old_flat.get(key)!r} (now {value!r})" for key, value in new_flat.items()
-            if key not in RESUME_MAY_CHANGE and key != "recipe" and old_flat.get(key) != value]
+    return [f"{key}={old!r} (now {value!r})" for key, (old, value) in changed_settings(saved, new).items()]
 
 
 # ------------------------------------------------------------------------------------------- one process

@@ -42,7 +42,7 @@ from resnetlab.engine import builders, trainer
 from resnetlab.engine.config import Config, load_config
 from resnetlab.engine.distributed import DistEnv
 from resnetlab.engine.run import Run, build_run
-from resnetlab.engine.runtime import StopSignals, process_settings
+from resnetlab.engine.runtime import Session, StopSignals, process_settings
 from resnetlab.models import create_model, summarize
 
 TUTORIAL_MEAN, TUTORIAL_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the tutorial's constants
@@ -59,13 +59,13 @@ def engine_run(cfg: Config, imageset: ImageSet, device: torch.device, total_iter
     data = builders.Datasets(train=imageset, val=None, test=None, classes=list(imageset.classes),
                              normalization=normalization)
     cfg.train.iters = total_iters
-    return build_run(cfg, DistEnv(), device, None, None, StopSignals(), data=data)
+    return build_run(cfg, Session(DistEnv(), device, StopSignals()), None, None, data=data)
 
 
 def engine_step(run: Run) -> Step:
     """One `trainer.train_step` per call, on the Loader's next batch (across epochs)."""
     batches = endless(run.train_loader)
-    run.model.train()
+    trainer.set_train_mode(run)
 
     def step() -> int:
         x, y = next(batches)

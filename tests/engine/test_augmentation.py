@@ -15,7 +15,7 @@ from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.distributed import DistEnv
 from resnetlab.engine.metrics import Metrics
 from resnetlab.engine.run import build_run
-from resnetlab.engine.runtime import StopSignals
+from resnetlab.engine.runtime import Session, StopSignals
 from resnetlab.engine.trainer import train, train_step
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
@@ -96,12 +96,12 @@ def test_mixing_options_reach_the_loader(tiny_root):
 
 def test_the_loss_is_cross_entropy_on_the_mixed_targets(tiny_root):
     cfg = tiny_config(tiny_root, None, data__mixup_alpha=1.0, train__label_smoothing=0.1, optim__lr=1e-3)
-    run = build_run(cfg, DistEnv(), CPU, None, None, StopSignals(), with_test=False)
+    run = build_run(cfg, Session(DistEnv(), CPU, StopSignals()), None, None, with_test=False)
     x, y = next(iter(run.train_loader))
     assert y.dim() == 2 and (y.max(1).values < 1).any()  # soft targets
-    run.model.train()
+    run.train_net.train()
     with torch.autocast("cpu", dtype=run.amp, enabled=run.amp is not None):  # as the step (auto: bf16 on AMX)
-        logits = run.model(x)  # before the step changes the weights
+        logits = run.train_net(x)  # before the step changes the weights
         expected = F.cross_entropy(logits, y, label_smoothing=0.1)  # in float32 under autocast, as the step's
         hard = F.cross_entropy(logits, y.argmax(1), label_smoothing=0.1)
     loss = train_step(run, x, y)

@@ -104,7 +104,7 @@ def test_the_frozen_phase_trains_the_classifier_alone_and_keeps_batchnorm(base_r
                                                                           start_weights):
     start = torch.load(start_weights)
     train(tiny_config(tiny_root, tmp_path / "frozen", model__weights=start_weights, train__freeze_epochs=1,
-                      train__iters=4))
+                      train__iters=4, train__eval_every=2))  # training mode again after each validation
     frozen = _last(tmp_path / "frozen")["model"]
     for name, value in _non_classifier(start).items():  # weights, BatchNorm statistics and counters
         assert torch.equal(frozen[name], value), name

@@ -6,9 +6,10 @@ recomputed for the averaged weights would need a pass over the data, and the run
 trained net belong to other weights. The decay warms up as timm's does, min(decay, (1 + n) / (10 + n)) after n
 updates, so a short run is not dominated by its random initialisation.
 
-The averaged model is what `run.eval_net` returns: validation, model selection (best.pt), the test and the
-checkpoint's `model` (what evaluate, predict and export load) all use it; the trained weights are saved as
-`train_model` beside it, and with the hook's update count the average resumes exactly.
+The averaged model is the one evaluated (`eval_model`, hence `run.eval_net`): validation, model selection
+(best.pt) and the test use it. The hook saves it as the checkpoint's `model` (what evaluate, predict and export
+load) and the trained weights as `train_model` beside it (`on_save_checkpoint`), and puts both back on resume
+(`on_load_checkpoint`); with its update count (`state_dict`) the average resumes exactly.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from resnetlab.engine.hooks import Hook
+from resnetlab.engine.hooks import Hook, RunView
 
 WARMUP = 10  # decay after n updates: min(decay, (1 + n) / (WARMUP + n))
 
@@ -37,7 +38,7 @@ class WeightAverage(Hook):
         self.decay = decay
         self.average: AveragedModel | None = None
 
-    def setup(self, run: Any) -> None:
+    def setup(self, run: RunView) -> None:
         """Start the average from the run's network (on its device)."""
         self.average = AveragedModel(run.net, multi_avg_fn=self._update, use_buffers=True)
 
@@ -49,19 +50,32 @@ class WeightAverage(Hook):
         decay = min(self.decay, (1 + n) / (WARMUP + n))
         torch._foreach_lerp_(averaged, current, 1 - decay)
 
-    def after_step(self, run: Any, loss: torch.Tensor) -> None:
+    def after_step(self, run: RunView, loss: torch.Tensor) -> None:
         assert self.average is not None
         self.average.update_parameters(run.net)
 
-    def eval_model(self, run: Any) -> nn.Module | None:
+    def eval_model(self, run: RunView) -> nn.Module | None:
         assert self.average is not None
         return self.average.module
 
     def state_dict(self) -> dict[str, Any]:
-        """The update count; the averaged weights themselves are the checkpoint's `model` (restored by run.restore)."""
+        """The update count; the averaged weights themselves are the checkpoint's `model` (on_save_checkpoint)."""
         assert self.average is not None
         return {"n_averaged": self.average.n_averaged.clone().cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         assert self.average is not None
         self.average.n_averaged.copy_(state["n_averaged"])
+
+    def on_save_checkpoint(self, run: RunView, ckpt: dict[str, Any]) -> None:
+        """The average becomes the checkpoint's "model" (the evaluated network); the trained weights move to
+        "train_model"."""
+        assert self.average is not None
+        trained, ckpt["model"] = ckpt["model"], self.average.module.state_dict()
+        ckpt["train_model"] = trained
+
+    def on_load_checkpoint(self, run: RunView, ckpt: dict[str, Any]) -> None:
+        """The average from "model"; the trained weights go back to "model", where the loop restores `run.net` from."""
+        assert self.average is not None
+        self.average.module.load_state_dict(ckpt["model"])
+        ckpt["model"] = ckpt.pop("train_model")

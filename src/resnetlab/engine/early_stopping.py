@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from resnetlab.engine.hooks import Hook
+from resnetlab.engine.hooks import Hook, RunView
 
 
 class EarlyStopping(Hook):
@@ -22,19 +22,17 @@ class EarlyStopping(Hook):
         self.best: float | None = None
         self.bad_evals = 0
 
-    def after_validation(self, run: Any, val: dict[str, Any] | None) -> None:
+    def after_validation(self, run: RunView, val: dict[str, Any] | None) -> str | None:
         if val is None:
-            return
+            return None
         if self.best is None or val["acc"] > self.best:
             self.best, self.bad_evals = float(val["acc"]), 0
-            return
+            return None
         self.bad_evals += 1
-        if self.bad_evals >= self.patience and run.state.step < run.total_iters:
-            run.stop_reason = (f"early stopping at step {run.state.step}: no better validation accuracy in "
-                               f"{self.bad_evals} evaluations (best {100 * self.best:.2f}%, train.patience="
-                               f"{self.patience})")
-            if run.logger is not None:
-                run.logger.info("%s", run.stop_reason)
+        if self.bad_evals < self.patience or run.state.step >= run.total_iters:
+            return None
+        return (f"early stopping at step {run.state.step}: no better validation accuracy in {self.bad_evals} "
+                f"evaluations (best {100 * self.best:.2f}%, train.patience={self.patience})")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "bad_evals": self.bad_evals}

@@ -23,12 +23,15 @@ from typing import Any
 
 import torch
 
-from resnetlab.engine.hooks import Hook
+from resnetlab.engine.hooks import Hook, RunView
 from resnetlab.engine.param_groups import backbone_batchnorms, split_parameters
 
 
 class FineTune(Hook):
     """Freeze the backbone (parameters and BatchNorm statistics) for the first `freeze_epochs` epochs.
+
+    The phase is set whenever the loop puts the model in training mode (`on_train_mode`: the start, a resume, after
+    every evaluation) and once at the switch (`after_step` of the last frozen step).
 
     Args:
         freeze_epochs: epochs (may be fractional) during which only the classifier trains.
@@ -42,21 +45,38 @@ class FineTune(Hook):
         self._backbone: tuple[list[torch.nn.Parameter], list[torch.nn.Module]] | None = None
         self._buffers_ready = False  # the backbone's SGD momentum buffers exist (after the frozen phase)
 
-    def backbone(self, run: Any) -> tuple[list[torch.nn.Parameter], list[torch.nn.Module]]:
+    def backbone(self, run: RunView) -> tuple[list[torch.nn.Parameter], list[torch.nn.Module]]:
         """The backbone's parameters and BatchNorm layers (everything but the classifier)."""
         if self._backbone is None:
             self._backbone = split_parameters(run.net)[1], backbone_batchnorms(run.net)
         return self._backbone
 
-    def freeze_iters(self, run: Any) -> int:
+    def freeze_iters(self, run: RunView) -> int:
         """Iterations of the frozen phase."""
         return round(self.freeze_epochs * run.steps_per_epoch)
 
-    def frozen(self, run: Any) -> bool:
+    def frozen(self, run: RunView) -> bool:
         """Whether the step about to run belongs to the frozen phase."""
         return run.state.step < self.freeze_iters(run)
 
-    def on_batch(self, run: Any, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def on_train_mode(self, run: RunView) -> None:
+        self._set_phase(run)
+
+    def after_step(self, run: RunView, loss: torch.Tensor) -> None:
+        if run.state.step == self.freeze_iters(run):  # the frozen phase has just ended: the switch
+            self._set_phase(run)
+
+    def after_backward(self, run: RunView) -> None:
+        params = self.backbone(run)[0]
+        if self.frozen(run):
+            for p in params:
+                p.grad = None
+        elif not self._buffers_ready:  # the first step of the backbone, before its update
+            _zero_momentum_buffers(run.optimizer, params)
+            self._buffers_ready = True
+
+    def _set_phase(self, run: RunView) -> None:
+        """The backbone as the next step's phase wants it: its parameters' requires_grad, its BatchNorm's mode."""
         frozen = self.frozen(run)
         trainable = run.env.distributed or not frozen  # DDP: gradients are dropped in after_backward instead
         params, batchnorms = self.backbone(run)
@@ -64,19 +84,9 @@ class FineTune(Hook):
             for p in params:
                 p.requires_grad_(trainable)
             self.trainable = trainable
-        # Every step: set_train_mode() puts the model back in training mode after each validation.
         keep_statistics = frozen or run.cfg.train.freeze_bn
         for bn in batchnorms:
             bn.train(not keep_statistics)
-        if not frozen and not self._buffers_ready:
-            _zero_momentum_buffers(run.optimizer, params)
-            self._buffers_ready = True
-        return x, y
-
-    def after_backward(self, run: Any) -> None:
-        if self.frozen(run):
-            for p in self.backbone(run)[0]:
-                p.grad = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"freeze_epochs": self.freeze_epochs}  # the phase follows from the step; this is for the record

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from resnetlab.engine.config import rows_every
-from resnetlab.engine.hooks import Hook
+from resnetlab.engine.hooks import Hook, RunView
 
 GRAD_NORM_KEY = "grad_norm"
 
@@ -66,11 +66,11 @@ class GradNorms(Hook):
         self.groups: list[tuple[str, list[nn.Parameter]]] = []
         self.latest: torch.Tensor | None = None  # (groups,) norms on the device, until the row takes them
 
-    def setup(self, run: Any) -> None:
+    def setup(self, run: RunView) -> None:
         self.groups = grad_groups(run.net, self.level)
         self.every = rows_every(run.cfg.train.log_every, run.total_iters)
 
-    def after_backward(self, run: Any) -> None:
+    def after_backward(self, run: RunView) -> None:
         if (run.state.step + 1) % self.every:  # the row of step s comes after the step that makes state.step s
             return
         norms = []
@@ -80,7 +80,7 @@ class GradNorms(Hook):
         scale = run.scaler.get_scale() if run.scaler.is_enabled() else 1.0
         self.latest = torch.stack(norms) / scale
 
-    def metrics_row(self, run: Any) -> dict[str, Any]:
+    def metrics_row(self, run: RunView) -> dict[str, Any]:
         if self.latest is None:
             return {}
         values, self.latest = self.latest.tolist(), None

@@ -1,12 +1,12 @@
 """One way to build a run: its directory (new, resumed, or started over), its objects, its checkpoints.
 
-`build_run()` turns a Config into a `Run` (data, model, optimizer, schedule, loaders, hooks), restored from a
+`build_run()` turns a Config into a `Run` (data, network, optimizer, schedule, loaders, hooks), restored from a
 checkpoint when resuming; `checkpoint_state()` is everything the next step depends on, so a run interrupted
 anywhere and resumed ends with the same weights as one that never stopped (bit-identical on the same CPU kind).
-The trainer (trainer.py) steps a Run; lr-find steps one too, with a hook (experiments/lr_find.py).
+The trainer (trainer.py) steps a Run; lr-find steps one too (experiments/lr_find.py).
 
-Hooks (hooks.py) attach techniques to the one training path: those the config turns on (`config_hooks`: the
-weight average of train.ema_decay) and the caller's.
+Hooks (hooks.py) attach optional techniques to the one training path: those the config turns on
+(`techniques.config_hooks`), then the caller's. Each saves and restores its own checkpoint entries.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from torch.nn.parallel import DistributedDataParallel
 from resnetlab.data import Loader
 from resnetlab.engine import builders, provenance
 from resnetlab.engine.checkpoint import FORMAT_VERSION, capture_rng, read_checkpoint, restore_rng
-from resnetlab.engine.config import Config, apply_overrides, config_from_dict, config_to_dict, override_key
+from resnetlab.engine.config import Config, config_to_dict
 from resnetlab.engine.distributed import DistEnv, all_reduce_sum, barrier, check_resume_world_size
 from resnetlab.engine.hooks import Hook
 from resnetlab.engine.metrics import Metrics
+from resnetlab.engine.resume import resume_config
 from resnetlab.engine.rundir import (
     CHECKPOINTS,
     CONFIG,
@@ -42,7 +43,8 @@ from resnetlab.engine.rundir import (
     write_config,
 )
 from resnetlab.engine.runlog import RunLogger
-from resnetlab.engine.runtime import StopSignals, seed_everything
+from resnetlab.engine.runstate import Clock, TrainState
+from resnetlab.engine.runtime import Session, StopSignals, seed_everything
 from resnetlab.engine.schedule import LRSchedule
 from resnetlab.engine.techniques import config_hooks
 from resnetlab.engine.weights import apply_weights_defaults
@@ -50,55 +52,44 @@ from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# Settings a resumed run may change: they do not alter what is computed (on the same kind of device).
-RESUME_MAY_CHANGE = ("train.out_dir", "train.quiet", "train.threads", "train.log_every", "train.device")
-
-
-@dataclass
-class TrainState:
-    """The loop's counters and the model selection, saved in every checkpoint as plain values."""
-
-    step: int = 0
-    lr: float = 0.0
-    best_val_acc: float | None = None
-    best_step: int = 0
-    top_k: list[list[float]] = field(default_factory=list)  # [val_acc, step] of the kept top-k checkpoints
-    train_time_s: float = 0.0  # the training loop, summed over resumed attempts
-    step_time_s: float = 0.0  # the part of it spent in training steps (for images/s)
-    images_seen: int = 0
-    final_train_acc: float | None = None
-
 
 @dataclass
 class Run:
-    """Everything one training run works with (built by `build_run`)."""
+    """Everything one training run works with (built by `build_run`).
+
+    Three networks, one set of weights (two with a weight average): `net` is the network whose weights train;
+    `train_net` is how the training step calls it; `eval_net` is what validation, selection and the test run.
+    """
 
     cfg: Config
     env: DistEnv
     device: torch.device
+    stop: StopSignals
     run_dir: Path | None  # None: nothing is written (lr-find)
     data: builders.Datasets
-    net: nn.Module  # the plain model: what is saved and evaluated
-    model: nn.Module  # what is trained: `net`, maybe compiled and/or wrapped in DDP
+    net: nn.Module  # the network whose weights train: unwrapped; its parameters are clipped, checked and saved
+    train_net: nn.Module  # `net` as the training step calls it: in DDP under torchrun and/or compiled, else `net`
+    # the step's arithmetic
     optimizer: torch.optim.Optimizer
     schedule: Any  # LRSchedule, or anything with apply(optimizer, step) -> lr, observe(), state_dict()
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     amp: torch.dtype | None
+    # the batches, the length, the counters
     train_loader: Loader
     val_loader: Loader | None
     train_metrics: Metrics
     total_iters: int
     steps_per_epoch: int
     state: TrainState
-    stop: StopSignals
     hooks: list[Hook] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
-    logger: RunLogger | None = None
+    logger: RunLogger = field(default_factory=RunLogger.silent)  # rank 0 of a run with a directory: one that writes
+    # the loop's own (hooks never see them)
+    clock: Clock = field(default_factory=Clock)
     finite: torch.Tensor | None = None  # False once a loss was NaN/inf (checked at logging points only)
     saved_step: int | None = None  # the step of checkpoints/last.pt (None: none saved by this run yet)
-    stop_reason: str | None = None  # set by a hook (early stopping, lr-find) to end the loop after this step
-    clock: dict[str, float] = field(default_factory=lambda: {"period_images": 0.0})  # loop and period timing
+    stop_reason: str | None = None  # why the run ends early (a hook's after_validation, early stopping); saved
 
     @property
     def checkpoints(self) -> Path:
@@ -108,7 +99,7 @@ class Run:
 
     @property
     def eval_net(self) -> nn.Module:
-        """The network validated, tested and selected: a hook's (e.g. the weight average), else `net`."""
+        """The network validated, selected and tested: a hook's (e.g. the weight average), else `net`."""
         for hook in self.hooks:
             model = hook.eval_model(self)
             if model is not None:
@@ -197,55 +188,18 @@ def _start_over(run_dir: Path, cfg: Config, lock: RunLock | None) -> Config:
     return resumed
 
 
-def resume_overrides(run_dir: Path, overrides: list[str]) -> Config:
-    """The config to resume RUN_DIR with: its own config.yaml plus only the overrides a resume may change; any
-    other override the user gave is named in one warning (the run keeps its own value)."""
-    cfg = read_config(run_dir)
-    allowed = [item for item in overrides if override_key(item) in RESUME_MAY_CHANGE]
-    ignored = [item for item in overrides if override_key(item) not in RESUME_MAY_CHANGE]
-    if ignored:
-        log.warning("resuming with the run's own config; ignoring %s (a resume may change only %s)",
-                    ", ".join(ignored[:6]), ", ".join(RESUME_MAY_CHANGE))
-    return apply_overrides(cfg, allowed)
-
-
-def resume_config(cfg: Config, saved: dict[str, Any]) -> Config:
-    """The run's saved config, with only the RESUME_MAY_CHANGE settings taken from `cfg` (a difference in any
-    other setting is named in one warning)."""
-    resumed = config_from_dict(saved)
-    new, old = flatten(config_to_dict(cfg)), flatten(config_to_dict(resumed))
-    ignored = [k for k in new if k not in RESUME_MAY_CHANGE and k != "recipe" and new[k] != old.get(k)]
-    if ignored:
-        log.warning("resuming with the run's own config; ignoring %d different setting(s): %s",
-                    len(ignored), ", ".join(f"{k}={new[k]!r}" for k in ignored[:8]))
-    for key in RESUME_MAY_CHANGE:
-        section, name = key.split(".")
-        setattr(getattr(resumed, section), name, getattr(getattr(cfg, section), name))
-    return resumed
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config dict as {dotted.key: value} (model.options stays one value)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "options":
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 # ------------------------------------------------------------------------------------------- building
 
 
-def build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path | None, ckpt: dict[str, Any] | None,
-              stop: StopSignals, hooks: Sequence[Hook] = (), *, with_test: bool = True,
-              data: builders.Datasets | None = None) -> Run:
-    """Data, model, optimizer, schedule, loaders and hooks; restored from `ckpt` when resuming.
+def build_run(cfg: Config, session: Session, run_dir: Path | None, ckpt: dict[str, Any] | None,
+              hooks: Sequence[Hook] = (), *, with_test: bool = True, data: builders.Datasets | None = None) -> Run:
+    """Data, network, optimizer, schedule, loaders and hooks; restored from `ckpt` when resuming.
 
-    With `run_dir` None nothing is written (no config.yaml, checkpoints or metrics); `with_test=False` does not
-    load the test split (lr-find never tests); `data` replaces the config's data set (benchmarks).
+    `session`: where it trains (`runtime.session`). With `run_dir` None nothing is written (no config.yaml,
+    checkpoints or metrics) and the logger is silent; `with_test=False` does not load the test split (lr-find never
+    tests); `data` replaces the config's data set (benchmarks).
     """
+    env, device = session.env, session.device
     seed_everything(cfg.train.seed)
     cfg = apply_weights_defaults(cfg)  # torchvision weights: their image size unless the config sets one
     data = data or builders.build_data(cfg, env, with_test=with_test)
@@ -259,13 +213,13 @@ def build_run(cfg: Config, env: DistEnv, device: torch.device, run_dir: Path | N
     lr = builders.scaled_lr(cfg, env.world_size)
     amp = builders.amp_dtype(cfg.train.amp, device)
     compiled = builders.use_compile(cfg.train.compile, device)
-    run = Run(cfg=cfg, env=env, device=device, run_dir=run_dir, data=data, net=net,
-              model=_wrap(net, env, device, compiled, cfg.train.compile),
+    run = Run(cfg=cfg, env=env, device=device, stop=session.stop, run_dir=run_dir, data=data, net=net,
+              train_net=_wrap(net, env, device, compiled, cfg.train.compile),
               optimizer=builders.build_optimizer(net, cfg, lr, device),
               schedule=LRSchedule(cfg.schedule, lr, total_iters), scaler=_grad_scaler(device, amp),
               criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), amp=amp,
               train_loader=train_loader, val_loader=val_loader, train_metrics=Metrics(len(data.classes), device=device),
-              total_iters=total_iters, steps_per_epoch=len(train_loader), state=TrainState(), stop=stop,
+              total_iters=total_iters, steps_per_epoch=len(train_loader), state=TrainState(),
               hooks=[*config_hooks(cfg), *hooks], finite=torch.ones((), dtype=torch.bool, device=device),
               provenance=provenance.collect(device, amp=builders.amp_name(amp), compiled=compiled))
     for hook in run.hooks:
@@ -298,13 +252,12 @@ def _wrap(net: nn.Module, env: DistEnv, device: torch.device, compiled: bool, se
 
 
 def checkpoint_state(run: Run) -> dict[str, Any]:
-    """Everything to resume from; call it on every rank (rank 0 saves it)."""
-    d, evaluated = run.data, run.eval_net
-    trained = {"train_model": run.net.state_dict()} if evaluated is not run.net else {}
-    return {
+    """Everything to resume from; call it on every rank (rank 0 saves it). Hooks add to it or edit it
+    (`Hook.on_save_checkpoint`: the weight average saves itself as "model", the trained weights as "train_model")."""
+    d = run.data
+    ckpt = {
         "format_version": FORMAT_VERSION,
-        "model": evaluated.state_dict(),  # what validation chose and what evaluate, predict and export load
-        **trained,  # the trained weights, when another network (a weight average) is the one evaluated
+        "model": run.net.state_dict(),  # the evaluated network: what evaluate, predict and export load
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.schedule.state_dict(),
         "scaler": run.scaler.state_dict(),
@@ -328,15 +281,19 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
         "provenance": run.provenance,
         "stop_reason": run.stop_reason,  # a hook ended the run here (early stopping): resuming only tests it
     }
+    for hook in run.hooks:
+        hook.on_save_checkpoint(run, ckpt)
+    return ckpt
 
 
 def restore(run: Run, ckpt: dict[str, Any]) -> None:
     """Put the run back where `ckpt` was taken (RNG last: building the run consumed random numbers)."""
     check_resume_world_size(ckpt.get("world_size", 1), run.env, run.cfg.dist.batch_size)
     provenance.check_resume(ckpt.get("provenance"), run.provenance)
-    run.net.load_state_dict(ckpt.get("train_model", ckpt["model"]))
-    if "train_model" in ckpt:  # a hook's network (the weight average) was the one evaluated and saved as "model"
-        run.eval_net.load_state_dict(ckpt["model"])
+    ckpt = dict(ckpt)  # hooks undo their edits on a copy (the weight average puts "train_model" back as "model")
+    for hook in reversed(run.hooks):
+        hook.on_load_checkpoint(run, ckpt)
+    run.net.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.schedule.load_state_dict(ckpt["scheduler"])
     if ckpt["scaler"]:

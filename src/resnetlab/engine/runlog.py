@@ -3,7 +3,8 @@
 In a terminal (or a notebook, through tqdm.auto) a bar advances every step with its rate and ETA, and shows the
 latest loss, accuracy, lr and images/s; every metrics row and evaluation is printed above it. Elsewhere (a log
 file, a batch job) a line is written at every metrics row (`train.log_every` steps) and at least every 30 s.
-Only the main process (rank 0) gets a RunLogger that writes; the others get a silent one.
+Only the main process (rank 0) of a run with a directory gets a RunLogger that writes; the other ranks and lr-find
+get a silent one (`RunLogger.silent()`, or a `run_dir` of None).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class RunLogger:
         if self.interactive:
             self._bar = tqdm(total=total_iters, initial=start_step, unit="it", dynamic_ncols=True, leave=True,
                              file=sys.stderr)
+
+    @classmethod
+    def silent(cls) -> RunLogger:
+        """A logger that writes nothing: no file, no bar, no message (lr-find, and the default of a `Run`)."""
+        return cls(None, total_iters=0, start_step=0, quiet=True)
 
     # ------------------------------------------------------------------------------------ progress
 

@@ -1,4 +1,5 @@
-"""Process-wide settings for the length of a run: seeds, threads, deterministic algorithms, stop signals.
+"""Where and how a run trains: the one setup of `train` and `lr-find` (`session`), and the process-wide settings
+for the length of a run (seeds, threads, deterministic algorithms, stop signals).
 
 Everything set here is restored when the run ends, so that training in-process (tests, sweeps, notebooks)
 leaves the interpreter as it found it.
@@ -13,6 +14,7 @@ import random
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,39 @@ import torch
 
 from resnetlab.engine import builders
 from resnetlab.engine.config import Config
+from resnetlab.engine.distributed import DistEnv, collective_failures, destroy_distributed, init_distributed
+
+
+@dataclass(frozen=True)
+class Session:
+    """This process's place under torchrun, its device, and the stop signals it listens to (`session`)."""
+
+    env: DistEnv
+    device: torch.device
+    stop: StopSignals
+
+    @contextlib.contextmanager
+    def settings(self, cfg: Config) -> Iterator[None]:
+        """For the body: `cfg`'s process settings (`process_settings`), and a failed collective (a lost rank, a
+        timeout) as TrainingFailed. `cfg` is the config the run trains with (a resumed run's own)."""
+        with process_settings(cfg, self.device, self.env.is_main, self.stop), \
+                collective_failures(self.env, cfg.dist.timeout_s):
+            yield
+
+
+@contextlib.contextmanager
+def session(cfg: Config) -> Iterator[Session]:
+    """The setup of `train` and `lr-find`: stop signals first (a SIGINT/SIGTERM from then on stops cleanly),
+    resnetlab's INFO messages off with train.quiet, the device (train.device; under torchrun the local rank's), and
+    the process group under torchrun, left at the end. The run's own settings follow with `Session.settings`."""
+    env = DistEnv.from_environ()
+    with StopSignals() as stop, quiet_logs(cfg.train.quiet):
+        device = builders.select_device(cfg.train.device, env.local_rank)
+        init_distributed(env, device, cfg.dist.timeout_s)
+        try:
+            yield Session(env, device, stop)
+        finally:
+            destroy_distributed()
 
 
 def seed_everything(seed: int) -> None:

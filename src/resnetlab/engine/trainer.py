@@ -3,7 +3,8 @@
 Reading order: train() -> fit() -> train_one_epoch() -> train_step(); log_interval() every `train.log_every`
 steps and validate_and_checkpoint() at every evaluation point; finish() at the end. Training and evaluation
 share one `Metrics` accumulator type; the train accumulator covers the steps since the previous metrics row and
-syncs with the host only there (no `.item()` per step). Building a run, its hooks and its checkpoints: run.py.
+syncs with the host only there (no `.item()` per step). Building a run and its checkpoints: run.py; where the
+process trains (signals, device, torchrun): runtime.session; what is a hook and what stays in this loop: hooks.py.
 """
 
 from __future__ import annotations
@@ -25,22 +26,14 @@ from resnetlab.engine import builders
 from resnetlab.engine.accumulate import gradient_sync, micro_batches
 from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
 from resnetlab.engine.config import Config, rows_every
-from resnetlab.engine.distributed import (
-    DistEnv,
-    any_rank,
-    barrier,
-    broadcast_object,
-    collective_failures,
-    destroy_distributed,
-    init_distributed,
-)
+from resnetlab.engine.distributed import DistEnv, any_rank, barrier, broadcast_object
 from resnetlab.engine.evaluate import evaluate_model
 from resnetlab.engine.hooks import Hook
 from resnetlab.engine.preflight import check_memory
 from resnetlab.engine.run import Run, build_run, checkpoint_state, missing_run_error, open_run_dir
 from resnetlab.engine.rundir import RunLock, lock_run_dir, remove_stale_temp_files, write_summary
 from resnetlab.engine.runlog import running_window
-from resnetlab.engine.runtime import StopSignals, process_settings, quiet_logs
+from resnetlab.engine.runtime import Session, session
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
 from resnetlab.models import summarize
 
@@ -84,24 +77,17 @@ def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None =
     """
     wall_start = time.perf_counter()
     check_memory(cfg)  # a size that cannot fit is refused with its figure, not by the out-of-memory killer
-    env = DistEnv.from_environ()
-    with StopSignals() as stop, quiet_logs(cfg.train.quiet):  # handlers first: a signal from now on stops cleanly
-        device = builders.select_device(cfg.train.device, env.local_rank)
-        init_distributed(env, device, cfg.dist.timeout_s)
-        try:
-            run_dir = builders.run_dir_of(cfg)
-            if env.is_main and resume and not resume_from and not run_dir.exists():
-                raise missing_run_error(run_dir)  # a mistyped path: nothing is created
-            with lock_run_dir(run_dir) if env.is_main else contextlib.nullcontext() as lock:
-                summary = _train_locked(cfg, env, device, stop, lock, wall_start,
-                                        (resume, resume_from, fallback, hooks))
-        finally:
-            destroy_distributed()
-    return RunResult(run_dir=run_dir, summary=summary, is_main_process=env.is_main)
+    with session(cfg) as sess:  # stop signals first: a signal from now on stops cleanly
+        run_dir = builders.run_dir_of(cfg)
+        if sess.env.is_main and resume and not resume_from and not run_dir.exists():
+            raise missing_run_error(run_dir)  # a mistyped path: nothing is created
+        with lock_run_dir(run_dir) if sess.env.is_main else contextlib.nullcontext() as lock:
+            summary = _train_locked(cfg, sess, lock, wall_start, (resume, resume_from, fallback, hooks))
+    return RunResult(run_dir=run_dir, summary=summary, is_main_process=sess.env.is_main)
 
 
-def _train_locked(cfg: Config, env: DistEnv, device: torch.device, stop: StopSignals, lock: RunLock | None,
-                  wall_start: float, how: tuple[bool, str | Path | None, bool, Sequence[Hook]]) -> dict[str, Any]:
+def _train_locked(cfg: Config, sess: Session, lock: RunLock | None, wall_start: float,
+                  how: tuple[bool, str | Path | None, bool, Sequence[Hook]]) -> dict[str, Any]:
     """Decide (new run, resume, start over) holding the run directory's lock, then build, train and test the run.
 
     A command refused before training starts (a bad setting, missing data, NaN weights, a signal) removes what it
@@ -109,10 +95,10 @@ def _train_locked(cfg: Config, env: DistEnv, device: torch.device, stop: StopSig
     resume, resume_from, fallback, hooks = how
     started = False
     try:
-        source, cfg = _open(cfg, env, resume, resume_from, fallback, lock)
-        with process_settings(cfg, device, env.is_main, stop), collective_failures(env, cfg.dist.timeout_s):
+        source, cfg = _open(cfg, sess.env, resume, resume_from, fallback, lock)
+        with sess.settings(cfg):  # the resumed run's own settings (threads, deterministic mode)
             ckpt = read_checkpoint(source) if source is not None else None
-            run = build_run(cfg, env, device, builders.run_dir_of(cfg), ckpt, stop, hooks)
+            run = build_run(cfg, sess, builders.run_dir_of(cfg), ckpt, hooks)
             try:
                 _stop_before_training(run)
                 if run.state.step == 0:
@@ -121,8 +107,7 @@ def _train_locked(cfg: Config, env: DistEnv, device: torch.device, stop: StopSig
                 fit(run)
                 return finish(run, wall_start)
             finally:
-                if run.logger is not None:
-                    run.logger.close()  # before a refused run's files are removed (TensorBoard writes in a thread)
+                run.logger.close()  # before a refused run's files are removed (TensorBoard writes in a thread)
     except (UserError, TrainingFailed, Interrupted):
         if lock is not None and not started:
             lock.undo()
@@ -153,9 +138,7 @@ def _open(cfg: Config, env: DistEnv, resume: bool, resume_from: str | Path | Non
 def fit(run: Run) -> None:
     """Train for `run.total_iters` iterations (or until a hook stops the run), logging and evaluating."""
     _announce(run)
-    now = time.perf_counter()
-    run.clock.update(loop_start=now, loop_base=run.state.train_time_s, last_message=now)
-    _start_period(run, now)
+    run.clock.start(run.state.train_time_s, run.state.step)
     while run.state.step < run.total_iters and run.stop_reason is None:
         train_one_epoch(run)
 
@@ -166,12 +149,11 @@ def train_one_epoch(run: Run) -> None:
     for x, y in run.train_loader:
         train_step(run, x, y)
         step = run.state.step
-        if run.logger is not None:
-            run.logger.step(step)
+        run.logger.step(step)
         evaluating = _is_eval_point(run, step)
         if step % log_every(run) == 0 and not evaluating:
             log_interval(run)
-        elif run.logger is not None and run.logger.wants_message(time.perf_counter() - run.clock["last_message"]):
+        elif run.logger.wants_message(time.perf_counter() - run.clock.last_message):
             _progress_message(run)
         if evaluating:
             validate_and_checkpoint(run)
@@ -188,16 +170,14 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     With train.accumulate=K the batch is cut into K micro-batches whose gradients are summed (accumulate.py).
     """
-    for hook in run.hooks:
-        x, y = hook.on_batch(run, x, y)
     run.state.lr = run.schedule.apply(run.optimizer, run.state.step)
     run.optimizer.zero_grad(set_to_none=True)
     parts = micro_batches(x, y, run.cfg.train.accumulate)
     losses = []
     for i, (xs, ys, share) in enumerate(parts):
-        with gradient_sync(run.model, sync=i == len(parts) - 1):
+        with gradient_sync(run.train_net, sync=i == len(parts) - 1):
             with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
-                logits = run.model(xs)  # (B / K, classes)
+                logits = run.train_net(xs)  # (B / K, classes)
                 loss = run.criterion(logits, ys)
             run.scaler.scale(loss * share if len(parts) > 1 else loss).backward()
         run.train_metrics.update(logits, ys, loss)
@@ -213,7 +193,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     run.scaler.update()
     run.finite &= torch.isfinite(loss.detach())
     run.state.step += 1
-    run.clock["period_images"] += x.shape[0] * run.env.world_size
+    run.clock.period_images += x.shape[0] * run.env.world_size
     for hook in run.hooks:
         hook.after_step(run, loss)
     return loss
@@ -221,11 +201,9 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def log_interval(run: Run) -> None:
     """Write the metrics row of the steps since the previous row: training loss and accuracy, lr, images/s."""
-    row = _close_row(run)
-    if run.logger is not None:
-        run.logger.row(row)
-        run.clock["last_message"] = time.perf_counter()
-    _start_period(run, time.perf_counter())
+    run.logger.row(_close_row(run))
+    run.clock.last_message = time.perf_counter()
+    run.clock.start_period(run.state.step)
 
 
 def _close_row(run: Run) -> dict[str, Any]:
@@ -234,9 +212,9 @@ def _close_row(run: Run) -> dict[str, Any]:
     period_s, period_images = _close_period(run)
     train = run.train_metrics.compute()
     run.train_metrics.reset()
-    run.clock.update(row_loss=train["loss"], row_acc=train["acc"])  # what progress lines blend in (running_window)
+    run.clock.last_row = (train["loss"], train["acc"])
     run.state.final_train_acc = train["acc"]
-    run.state.train_time_s = _loop_time(run)
+    run.state.train_time_s = run.clock.loop_time()
     row = {"step": run.state.step, "epoch": round(run.state.step / run.steps_per_epoch, 4), "lr": run.state.lr,
            "train_loss": train["loss"], "train_acc": train["acc"], "val_loss": None, "val_acc": None,
            "images_per_s": period_images / max(period_s, 1e-9), "time_s": run.state.train_time_s}
@@ -251,16 +229,18 @@ def validate_and_checkpoint(run: Run) -> None:
     val = None
     if run.val_loader is not None:
         val = evaluate_model(run.eval_net, run.val_loader, num_classes=len(run.data.classes), amp_dtype=run.amp,
-                             progress=run.logger is not None and run.logger.interactive, what="validation")
+                             progress=run.logger.interactive, what="validation")
         row.update(val_loss=val["loss"], val_acc=val["acc"])
     run.schedule.observe(val["loss"] if val else None)
-    for hook in run.hooks:
-        hook.after_validation(run, val)  # e.g. early stopping: before the checkpoints, which save its state
-    if run.logger is not None:
-        run.logger.row(row)
-        run.clock["last_message"] = time.perf_counter()
+    for hook in run.hooks:  # before the checkpoints, which save the hooks' state
+        reason = hook.after_validation(run, val)
+        if reason and run.stop_reason is None:  # e.g. early stopping
+            run.stop_reason = reason
+            run.logger.info("%s", reason)
+    run.logger.row(row)
+    run.clock.last_message = time.perf_counter()
     _save_checkpoints(run, val["acc"] if val else None)
-    _start_period(run, time.perf_counter())
+    run.clock.start_period(run.state.step)
 
 
 def finish(run: Run, wall_start: float) -> dict[str, Any]:
@@ -274,7 +254,7 @@ def finish(run: Run, wall_start: float) -> dict[str, Any]:
                                        normalization=run.data.normalization, rank=run.env.rank,
                                        world_size=run.env.world_size)
     test = {"num_classes": len(run.data.classes), "amp_dtype": None, "tta": run.cfg.eval.tta,
-            "progress": run.logger is not None and run.logger.interactive, "what": "test"}
+            "progress": run.logger.interactive, "what": "test"}
     batches = test_loader if run.env.distributed else _until_stopped(test_loader, run)
     final = evaluate_model(run.eval_net, batches, **test)
     _stop_if_signalled(run)
@@ -286,7 +266,6 @@ def finish(run: Run, wall_start: float) -> dict[str, Any]:
         _stop_if_signalled(run)
     summary = _summary(run, best, final, wall_start)
     if run.env.is_main:
-        assert run.logger is not None
         run.logger.close()  # the bar stays at its last state; TensorBoard's last events are flushed
         write_summary(run.run_dir, summary)
         selected = f"best-validation model, step {run.state.best_step}" if run.val_loader is not None else \
@@ -342,8 +321,6 @@ def _summary(run: Run, best: dict[str, Any], final: dict[str, Any], wall_start: 
 
 def _announce(run: Run) -> None:
     d, cfg = run.data, run.cfg
-    if run.logger is None:
-        return
     val = len(d.val) if d.val is not None else 0
     run.logger.info("%s on %s (%d train / %d val / %d test, %d classes), %s, %d threads, amp %s, compile %s; %d "
                     "iterations (%.2f epochs of %d, batch %d)", cfg.model.name, cfg.data.name, len(d.train), val,
@@ -364,13 +341,16 @@ def _announce(run: Run) -> None:
 
 
 def set_train_mode(run: Run) -> None:
-    """The model in training mode, BatchNorm layers in eval mode when train.freeze_bn."""
-    run.model.train()
+    """The model in training mode, BatchNorm layers in eval mode when train.freeze_bn; then the hooks' modes
+    (`Hook.on_train_mode`: fine-tuning's frozen backbone)."""
+    run.train_net.train()
     if run.cfg.train.freeze_bn:
         # BatchNorm in eval mode normalizes with, and keeps, its running statistics (fine-tuning, small batches).
         for module in run.net.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
+    for hook in run.hooks:
+        hook.on_train_mode(run)
 
 
 def _is_eval_point(run: Run, step: int) -> bool:
@@ -383,34 +363,23 @@ def log_every(run: Run) -> int:
     return rows_every(run.cfg.train.log_every, run.total_iters)
 
 
-def _start_period(run: Run, now: float) -> None:
-    run.clock.update(period_start=now, period_images=0.0, period_step=float(run.state.step))
-
-
-def _close_period(run: Run) -> tuple[float, float]:
+def _close_period(run: Run) -> tuple[float, int]:
     """Add the training steps since the period started to the throughput totals; returns (seconds, images)."""
-    seconds, images = time.perf_counter() - run.clock["period_start"], run.clock["period_images"]
+    seconds, images = run.clock.period_seconds(), run.clock.period_images
     run.state.step_time_s += seconds
-    run.state.images_seen += int(images)
+    run.state.images_seen += images
     return seconds, images
-
-
-def _loop_time(run: Run) -> float:
-    return run.clock["loop_base"] + time.perf_counter() - run.clock["loop_start"]
 
 
 def _progress_message(run: Run) -> None:
     """A progress line between metrics rows (no bar: stderr is not a terminal); the running interval's numbers."""
     _check_finite(run)
     train = run.train_metrics.compute()
-    elapsed = time.perf_counter() - run.clock["period_start"]
-    assert run.logger is not None
-    steps = int(run.state.step - run.clock["period_step"])
-    previous = (run.clock["row_loss"], run.clock["row_acc"]) if "row_acc" in run.clock else None
-    loss, acc = running_window((train["loss"], train["acc"]), previous, steps, log_every(run))
+    steps = run.state.step - run.clock.period_step
+    loss, acc = running_window((train["loss"], train["acc"]), run.clock.last_row, steps, log_every(run))
     run.logger.progress({"step": run.state.step, "lr": run.state.lr, "train_loss": loss, "train_acc": acc,
-                         "images_per_s": run.clock["period_images"] / max(elapsed, 1e-9)})
-    run.clock["last_message"] = time.perf_counter()
+                         "images_per_s": run.clock.period_images / max(run.clock.period_seconds(), 1e-9)})
+    run.clock.last_message = time.perf_counter()
 
 
 def _check_finite(run: Run) -> None:
@@ -455,7 +424,7 @@ def _interrupt(run: Run, signum: int) -> None:
     """Save last.pt after the current step and raise Interrupted."""
     _check_finite(run)
     _close_period(run)
-    run.state.train_time_s = _loop_time(run)
+    run.state.train_time_s = run.clock.loop_time()
     state = checkpoint_state(run)  # on every rank: it reduces the partial train metrics
     if run.env.is_main and run.run_dir is not None:
         save_checkpoint(run.checkpoints / "last.pt", state)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnetlab.engine.hooks import Hook
+from resnetlab.engine.hooks import Hook, RunView
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class PatchWhitening(Hook):
 
     name = "whiten_init"
 
-    def setup(self, run: Any) -> None:
+    def setup(self, run: RunView) -> None:
         """Compute the filters from the training split, copy them into the stem and freeze its weight."""
         net = run.net
         stem = getattr(net, "conv1", None)

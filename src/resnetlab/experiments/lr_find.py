@@ -26,12 +26,10 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from resnetlab.engine.builders import select_device
 from resnetlab.engine.config import Config
-from resnetlab.engine.distributed import DistEnv, collective_failures, destroy_distributed, init_distributed
 from resnetlab.engine.hooks import Hook
 from resnetlab.engine.run import Run, build_run
-from resnetlab.engine.runtime import process_settings
+from resnetlab.engine.runtime import session
 from resnetlab.engine.trainer import set_train_mode, train_step
 from resnetlab.errors import UserError
 from resnetlab.reports.plots import figure_path
@@ -96,22 +94,16 @@ def lr_find(cfg: Config, out: str | Path = "lr_find.png", iters: int = 200, lr_m
         logger.warning("a range test of %d iterations is too short to trust: %.0f steps per decade of lr over %.1f "
                        "decades, each loss an average of few batches; use --iters %d or more", iters,
                        iters / decades, decades, 2 * MIN_TRUSTED_ITERS)
-    env = DistEnv.from_environ()
-    device = select_device(cfg.train.device, env.local_rank)
-    init_distributed(env, device, cfg.dist.timeout_s)
-    try:
-        with process_settings(cfg, device, env.is_main) as stop, collective_failures(env, cfg.dist.timeout_s):
-            # the config's hooks too (fine-tuning's frozen phase); early stopping never fires: nothing is validated
-            run = build_run(cfg, env, device, None, None, stop, hooks, with_test=False)
-            logger.info("lr range test: %s on %s, lr %.1e -> %.1e over %d iterations", cfg.model.name, cfg.data.name,
-                        lr_min, lr_max, iters)
-            curve = _range_test(run, iters, lr_min, lr_max)
-    finally:
-        destroy_distributed()
+    with session(cfg) as sess, sess.settings(cfg):  # the setup of `train`: signals, device, torchrun, threads
+        # the config's hooks too (fine-tuning's frozen phase); early stopping never fires: nothing is validated
+        run = build_run(cfg, sess, None, None, hooks, with_test=False)  # no run directory: a silent logger
+        logger.info("lr range test: %s on %s, lr %.1e -> %.1e over %d iterations", cfg.model.name, cfg.data.name,
+                    lr_min, lr_max, iters)
+        curve = _range_test(run, iters, lr_min, lr_max)
     suggested, rule = suggest_lr(curve.lrs, curve.losses)
     minimum = curve.lrs[min(range(len(curve.losses)), key=curve.losses.__getitem__)]
     plot = plot_lr_find(curve, suggested, rule, Path(out), title=f"{cfg.model.name} on {cfg.data.name}") \
-        if env.is_main else Path(out)
+        if sess.env.is_main else Path(out)
     return LRFindResult(suggested_lr=suggested, plot=plot, lrs=curve.lrs, losses=curve.losses, rule=rule,
                         minimum_lr=minimum)
 

@@ -30,8 +30,8 @@ from resnetlab.engine.param_groups import backbone_batchnorms, split_parameters
 class FineTune(Hook):
     """Freeze the backbone (parameters and BatchNorm statistics) for the first `freeze_epochs` epochs.
 
-    The phase is set whenever the loop puts the model in training mode (`on_train_mode`: the start, a resume, after
-    every evaluation) and once at the switch (`after_step` of the last frozen step).
+    The phase is set whenever the loop puts the model in training mode (`on_train_mode`: at the start of every epoch,
+    resumed or not, and after every evaluation) and once at the switch (`after_step` of the last frozen step).
 
     Args:
         freeze_epochs: epochs (may be fractional) during which only the classifier trains.

@@ -56,8 +56,9 @@ class Hook:
         """Called once the run is built, before a checkpoint is restored into it."""
 
     def on_train_mode(self, run: RunView) -> None:
-        """The loop has just put the model in training mode (`trainer.set_train_mode`: before the first step and
-        after every evaluation); set the modes the technique needs (e.g. BatchNorm layers kept in eval mode)."""
+        """The loop has just put the model in training mode (`trainer.set_train_mode`: at the start of every epoch,
+        after every evaluation, and before lr-find's steps); set the modes the technique needs (e.g. BatchNorm
+        layers kept in eval mode)."""
 
     def after_backward(self, run: RunView) -> None:
         """Called once the gradients of the step are summed (over micro-batches and processes), before gradient

@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 class Run:
     """Everything one training run works with (built by `build_run`).
 
-    Three networks, one set of weights (two with a weight average): `net` is the network whose weights train;
-    `train_net` is how the training step calls it; `eval_net` is what validation, selection and the test run.
+    Three names, one network (two with a weight average): `net` is the network whose weights train; `train_net` is
+    how the training step calls it; `eval_net` is what validation, selection and the test run.
     """
 
     cfg: Config

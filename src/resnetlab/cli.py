@@ -191,7 +191,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from resnetlab.experiments.sweep import aggregate, run_sweep
+    from resnetlab.reports.sweep_run import run_sweep
+    from resnetlab.reports.sweep_tables import aggregate
 
     if args.status:
         from resnetlab.experiments.slurm import format_status

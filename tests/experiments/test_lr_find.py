@@ -4,6 +4,7 @@ the settings `train` honours (gradient clipping, frozen BatchNorm), and no test 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,18 @@ def test_plot_is_a_png(tmp_path: Path):
     lr, rule = suggest_lr(curve.lrs, curve.losses)
     out = plot_lr_find(curve, lr, rule, tmp_path / "sub" / "lr.png", title="tiny")
     assert out.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_plot_replaces_an_old_one_whole(tmp_path: Path):
+    """The PNG goes through the atomic writer: written beside the old file and renamed over it, so a reader holding
+    the old one (a hard link here) keeps it whole and no temporary file is left."""
+    curve = LRCurve(lrs=[1e-3, 1e-2, 1e-1], losses=[2.0, 1.5, 1.8], raw_losses=[2.0, 1.5, 1.8])
+    (tmp_path / "lr.png").write_bytes(b"old plot")
+    os.link(tmp_path / "lr.png", tmp_path / "held")
+    plot_lr_find(curve, 1e-2, "steepest descent", tmp_path / "lr.png")
+    assert (tmp_path / "held").read_bytes() == b"old plot"
+    assert (tmp_path / "lr.png").read_bytes()[:8] == PNG_MAGIC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["held", "lr.png"]
 
 
 LRS_40 = [1e-5 * 1e6 ** (i / 39) for i in range(40)]  # 40 iterations over 6 decades, as `lr-find --iters 40`

@@ -10,7 +10,7 @@ import yaml
 from resnetlab.engine import builders
 from resnetlab.errors import UserError
 from resnetlab.experiments.spec import load_spec, with_overrides
-from resnetlab.experiments.sweep import run_sweep
+from resnetlab.reports.sweep_run import run_sweep
 
 SETTINGS = {"data.name": "mnist", "data.val_size": 20, "data.batch_size": 20, "data.crop_padding": 0,
             "data.flip": False, "train.iters": 2, "train.eval_every": 2, "train.device": "cpu", "train.threads": 1,

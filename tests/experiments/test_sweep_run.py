@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from resnetlab.experiments.sweep import run_sweep
+from resnetlab.reports.sweep_run import run_sweep
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
 

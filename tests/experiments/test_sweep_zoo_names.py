@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from resnetlab.experiments.sweep import run_sweep
+from resnetlab.reports.sweep_run import run_sweep
 
 pytestmark = pytest.mark.numeric
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import statistics
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import matplotlib.image
 import pytest
 from support.sweepkit import fake_curve, fake_summary, write_fake_run
 
-from resnetlab.reports.sweep_data import collect_runs, group_points, mean_std, read_sweep_spec
+from resnetlab.experiments.sweepdir import read_sweep_spec
+from resnetlab.reports.sweep_data import collect_runs, group_points, mean_std
 from resnetlab.reports.sweep_figures import family_depth, mean_curve
 from resnetlab.reports.sweep_tables import aggregate
 
@@ -82,6 +84,22 @@ def test_figure6_and_error_vs_depth_for_plain_and_residual_grids(depth_sweep: Pa
     assert "![training_loss](training_loss.png)" in (depth_sweep / "results.md").read_text()
     assert_png(depth_sweep / "error_vs_depth.png")
     assert "![figure6](figure6.png)" in (depth_sweep / "results.md").read_text()
+
+
+def test_tables_and_figures_are_replaced_whole_through_the_atomic_writer(depth_sweep: Path):
+    """results.md, results.csv and the figures are written beside the old ones and renamed over them: a reader
+    holding an old file (a hard link here) keeps it whole, and no temporary file is left behind."""
+    names = ("results.md", "results.csv", "figure6.png", "error_vs_depth.png", "training_loss.png")
+    for name in names:
+        (depth_sweep / name).write_text(f"old {name}")
+        os.link(depth_sweep / name, depth_sweep / f"held-{name}")
+    aggregate(depth_sweep)
+    for name in names:
+        assert (depth_sweep / f"held-{name}").read_text() == f"old {name}", name
+        assert (depth_sweep / name).read_bytes() != f"old {name}".encode(), name
+    assert (depth_sweep / "results.md").read_text().startswith("# Sweep fake")
+    assert (depth_sweep / "results.csv").read_text().startswith("run,model.name,seed,")
+    assert not [p.name for p in depth_sweep.iterdir() if ".tmp-" in p.name]
 
 
 def test_mean_curves_average_the_seeds_at_common_steps(depth_sweep: Path):

@@ -1,8 +1,12 @@
-"""Experiments: sweeps (grid x seeds of ordinary runs, ending in mean ± std tables and the paper's figures) and
-the learning-rate range test.
+"""Experiments: sweeps (grid x seeds of ordinary runs; the sweep directory's format) and the learning-rate range
+test. The layer below `reports/`, which it never imports.
 
-- `run_sweep(spec, out_dir, jobs=1) -> Path` and `aggregate(out_dir) -> Path` (sweep.py, aggregate.py)
-- `lr_find(cfg, out, ...) -> LRFindResult` and `lr_find_model(model, optimizer, loader, ...)` (lr_find.py)
+- `train_sweep(spec, out_dir, jobs=1) -> SweepOutcome` (sweep.py), `load_spec` (spec.py), `read_sweep_spec`
+  (sweepdir.py)
+- `lr_find(cfg, out, ...) -> LRFindResult` (lr_find.py)
+
+A whole sweep with its tables and figures is `resnetlab.reports.sweep_run.run_sweep` (train_sweep, then
+`resnetlab.reports.sweep_tables.aggregate`).
 """
 
 from __future__ import annotations
@@ -10,11 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "run_sweep": "resnetlab.experiments.sweep",
-    "aggregate": "resnetlab.reports.sweep_tables",
+    "train_sweep": "resnetlab.experiments.sweep",
     "load_spec": "resnetlab.experiments.spec",
+    "read_sweep_spec": "resnetlab.experiments.sweepdir",
     "lr_find": "resnetlab.experiments.lr_find",
-    "lr_find_model": "resnetlab.experiments.lr_find",
     "LRFindResult": "resnetlab.experiments.lr_find",
 }
 

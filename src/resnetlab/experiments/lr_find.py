@@ -27,12 +27,12 @@ import torch
 from matplotlib.figure import Figure
 
 from resnetlab.engine.config import Config
+from resnetlab.engine.figurefile import figure_path, save_figure
 from resnetlab.engine.hooks import Hook
 from resnetlab.engine.run import Run, build_run
 from resnetlab.engine.runtime import session
 from resnetlab.engine.trainer import set_train_mode, train_step
 from resnetlab.errors import UserError
-from resnetlab.reports.plots import figure_path
 
 logger = logging.getLogger(__name__)
 
@@ -236,9 +236,7 @@ def plot_lr_find(curve: LRCurve, suggested: float, rule: str, out: Path, *, titl
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return save_figure(fig, out, dpi=120)  # drawn in memory, then written whole
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -1,6 +1,6 @@
 """`resnetlab sweep --launcher slurm`: every unfinished run of a sweep one task of a Slurm job array, via submitit.
 
-Layout, beside DIR/sweep.yaml and DIR/runs/ of `sweep.py`: DIR/slurm/ holds submitit's files (the sbatch script
+Layout, beside DIR/sweep.yaml and DIR/runs/ (`sweepdir.py`): DIR/slurm/ holds submitit's files (the sbatch script
 `<job>_submission.sh`, pickles, `<job>_<task>_0_log.out`), one training log per run, `<name>.log` (every attempt
 appended, the same output `--jobs N` writes to DIR/logs/), and `jobs.json` (run name -> the Slurm job id of its
 latest submission), which `resnetlab sweep --status DIR` reads.
@@ -43,7 +43,7 @@ from resnetlab.engine.rundir import is_finished, read_metrics, write_json
 from resnetlab.errors import TrainingFailed, UserError
 from resnetlab.experiments.spec import RunPoint, SweepSpec, expand
 from resnetlab.experiments.sweep import plan, prepare_sweep, train_command
-from resnetlab.reports.sweep_data import RUNS_DIR, read_sweep_spec
+from resnetlab.experiments.sweepdir import RUNS_DIR, point_dir, read_sweep_spec
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def submit_sweep(spec: str | Path, out_dir: str | Path, options: SlurmOptions | 
     out = Path(out_dir).resolve()
     parsed, points = prepare_sweep(spec, out)
     jobs, queued = read_jobs(out), queued_jobs()
-    finished = [p for p in points if is_finished(_run_dir(out, p))]
+    finished = [p for p in points if is_finished(point_dir(out, p))]
     active = [p for p in points if p not in finished and jobs.get(p.name) in queued]
     todo = [p for p in points if p not in finished and p not in active]
     check_time(time_min, out, todo)
@@ -272,7 +272,7 @@ def check_time(time_min: int, out: Path, points: list[RunPoint]) -> None:
     """Each job must fit one evaluation interval of its run, as measured by the run's earlier attempts
     (metrics.jsonl `time_s`), besides start-up and the `SIGNAL_LEAD_S` it needs to save before its limit."""
     for point in points:
-        interval = longest_interval(_run_dir(out, point))
+        interval = longest_interval(point_dir(out, point))
         if interval is None:
             continue
         need = START_S + SIGNAL_LEAD_S + interval
@@ -325,7 +325,7 @@ def sweep_status(out_dir: str | Path) -> list[RunStatus]:
     spec = read_sweep_spec(out)
     points = sorted(expand(spec), key=lambda p: spec.seeds.index(p.seed))
     jobs = read_jobs(out)
-    unfinished = [p for p in points if not is_finished(_run_dir(out, p))]
+    unfinished = [p for p in points if not is_finished(point_dir(out, p))]
     queued = queued_jobs() if any(p.name in jobs for p in unfinished) else {}
     statuses = []
     for point in points:
@@ -393,10 +393,6 @@ def _log_path(out: Path, name: str, job: str) -> Path:
 def _last_line(path: Path) -> str:
     lines = path.read_text(errors="replace").strip().splitlines() if path.is_file() else []
     return lines[-1].strip() if lines else ""
-
-
-def _run_dir(out: Path, point: RunPoint) -> Path:
-    return out / RUNS_DIR / point.name
 
 
 def _has_checkpoint(out: Path, name: str) -> bool:

@@ -1,4 +1,5 @@
-"""`resnetlab sweep`: a grid of configs x seeds, every run an ordinary run directory, then tables and figures.
+"""`resnetlab sweep`: a grid of configs x seeds, every run an ordinary run directory (the tables and figures that
+follow are `reports/`'s, which this module never imports).
 
 Spec (YAML; shipped ones in `resnetlab/sweeps/` are addressed by name, see `spec.py` for every field):
 
@@ -9,9 +10,10 @@ grid: {model.name: [plain20, resnet20]}        # dotted key -> values; every com
 seeds: [0, 1, 2]                               # each point runs once per seed (train.seed)
 ```
 
-Layout of `--out DIR`: DIR/sweep.yaml (the spec, so `--aggregate DIR` needs nothing else),
-DIR/runs/<name>/ (one run directory per point and seed, e.g. `plain20_seed1`), DIR/logs/<name>.log (output of
-runs started as subprocesses), DIR/results.csv, DIR/results.md and the figures (see `aggregate.py`).
+Layout of `--out DIR` (`sweepdir.py` owns it): DIR/sweep.yaml (the spec, so `--aggregate DIR` needs nothing
+else), DIR/runs/<name>/ (one run directory per point and seed, e.g. `plain20_seed1`), DIR/logs/<name>.log (output
+of runs started as subprocesses); the tables and figures are written afterwards by `reports/sweep_tables.py`:
+`reports/sweep_run.run_sweep` (what `resnetlab sweep` calls) is `train_sweep` (this module), then `aggregate`.
 
 Re-running the same command completes a sweep: a run with summary.json is finished and skipped, one with
 checkpoints/last.pt is resumed (`resume=True`, bit-exact on CPU), any other leftover directory (a run that
@@ -22,8 +24,8 @@ every point.
 With `jobs=1` runs are trained one after another in this process; with `jobs=N` as N `python -m resnetlab
 train` subprocesses at once, which isolates their failures: on CPU each gets `train.threads = cores // N`
 (unless the spec sets it), with several GPUs each job slot is pinned to one GPU through CUDA_VISIBLE_DEVICES.
-A failed run is logged and the others go on; at the end the tables are built from whatever finished and the
-sweep raises TrainingFailed (exit code 1) if any run failed.
+A failed run is logged and the others go on; `train_sweep` returns the failed ones (`SweepOutcome`), and
+`run_sweep` builds the tables from whatever finished before `SweepOutcome.check` raises TrainingFailed (exit 1).
 
 `--launcher slurm` (`slurm.py`) submits the same runs as a Slurm job array instead, each trained by
 `train_command` inside its job.
@@ -45,22 +47,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from resnetlab.engine.builders import drop_foreign_options, physical_cores, shared_splits
 from resnetlab.engine.config import Config, load_config
 from resnetlab.engine.preflight import check_data_paths, check_memory, check_model_name
 from resnetlab.engine.resume import changed_settings
-from resnetlab.engine.rundir import CONFIG, atomic_write, clear_run, is_finished, lock_run_dir, read_config
+from resnetlab.engine.rundir import CONFIG, clear_run, is_finished, lock_run_dir, read_config
 from resnetlab.engine.trainer import train
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
-from resnetlab.experiments.spec import RunPoint, SweepSpec, expand, load_spec, parse_spec
-from resnetlab.reports.sweep_data import RUNS_DIR, SPEC_FILE
-from resnetlab.reports.sweep_tables import aggregate
+from resnetlab.experiments.spec import RunPoint, SweepSpec, expand, load_spec
+from resnetlab.experiments.sweepdir import LOGS_DIR, SPEC_FILE, point_dir, read_sweep_spec, write_sweep_spec
 
 logger = logging.getLogger(__name__)
 
-LOGS_DIR = "logs"
 POLL_S = 0.5  # how often the subprocess scheduler looks for finished runs
 
 
@@ -73,8 +72,24 @@ class Task:
     resume: bool
 
 
-def run_sweep(spec: str | Path | Mapping[str, Any], out_dir: str | Path, jobs: int = 1) -> Path:
-    """Run (or complete) every point x seed of a sweep, then aggregate.
+@dataclass(frozen=True)
+class SweepOutcome:
+    """What `train_sweep` did: the sweep directory, how many runs the spec has, and those that failed."""
+
+    out: Path
+    total: int
+    failed: list[str]
+
+    def check(self) -> None:
+        """Raise TrainingFailed when some runs failed (after the tables are built from the others)."""
+        if self.failed:
+            raise TrainingFailed(f"{len(self.failed)} of {self.total} runs failed ({', '.join(self.failed)}); the "
+                                 "logs say why, re-run the same command to retry them")
+
+
+def train_sweep(spec: str | Path | Mapping[str, Any], out_dir: str | Path, jobs: int = 1) -> SweepOutcome:
+    """Train (or complete) every point x seed of a sweep; the tables are `reports.sweep_tables`'s (`run_sweep` is
+    this, then `aggregate`).
 
     Args:
         spec: a shipped sweep name (`resnetlab/sweeps/NAME.yaml`), the path of a spec YAML file, or the spec
@@ -83,11 +98,10 @@ def run_sweep(spec: str | Path | Mapping[str, Any], out_dir: str | Path, jobs: i
         jobs: runs at once (1 = one after another in this process; N > 1 = N subprocesses).
 
     Returns:
-        The path of DIR/results.md.
+        SweepOutcome: the runs that failed are logged and listed there, not raised (`SweepOutcome.check` raises).
 
     Raises:
         UserError: a bad spec (unknown recipe or key, empty grid), or `out_dir` holds a different sweep.
-        TrainingFailed: some runs failed (the tables still hold the finished ones); re-run to retry them.
     """
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}")
@@ -95,10 +109,10 @@ def run_sweep(spec: str | Path | Mapping[str, Any], out_dir: str | Path, jobs: i
     parsed, points = read_spec(spec)  # a bad spec leaves no directory behind
     with lock_run_dir(out, what="swept"):  # one sweep at a time in a directory
         _claim_dir(out, parsed, points)
-        return _run_claimed(parsed, points, out, jobs)
+        return SweepOutcome(out, len(points), _run_claimed(parsed, points, out, jobs))
 
 
-def _run_claimed(parsed: SweepSpec, points: list[RunPoint], out: Path, jobs: int) -> Path:
+def _run_claimed(parsed: SweepSpec, points: list[RunPoint], out: Path, jobs: int) -> list[str]:
     tasks = plan(out, points)
     logger.info("sweep %s: %d runs, %d finished, %d to run (%d resumed)", parsed.name, len(points),
                 len(points) - len(tasks), len(tasks), sum(t.resume for t in tasks))
@@ -109,11 +123,7 @@ def _run_claimed(parsed: SweepSpec, points: list[RunPoint], out: Path, jobs: int
     else:
         failed = _run_subprocesses(parsed, tasks, jobs, out / LOGS_DIR)
     logger.info("sweep %s: ran %d runs in %.0f s", parsed.name, len(tasks), time.monotonic() - started)
-    table = aggregate(out)
-    if failed:
-        raise TrainingFailed(f"{len(failed)} of {len(points)} runs failed ({', '.join(failed)}); the logs say why, "
-                             f"re-run the same command to retry them")
-    return table
+    return failed
 
 
 def prepare_sweep(spec: str | Path | Mapping[str, Any], out: Path) -> tuple[SweepSpec, list[RunPoint]]:
@@ -152,7 +162,7 @@ def plan(out: Path, points: list[RunPoint]) -> list[Task]:
     as unfinished)."""
     tasks = []
     for point in points:
-        run_dir = out / RUNS_DIR / point.name
+        run_dir = point_dir(out, point)
         if not is_finished(run_dir):
             tasks.append(Task(point, run_dir, run_dir.exists()))
     return tasks
@@ -160,7 +170,7 @@ def plan(out: Path, points: list[RunPoint]) -> list[Task]:
 
 def run_config(spec: SweepSpec, point: RunPoint, out: Path) -> Config:
     """The config one run of the sweep trains with (as `train` resolves it)."""
-    cfg = load_config(point.recipe(spec), [*point.overrides(spec), f"train.out_dir={out / RUNS_DIR / point.name}"])
+    cfg = load_config(point.recipe(spec), [*point.overrides(spec), f"train.out_dir={point_dir(out, point)}"])
     return drop_foreign_options(cfg)
 
 
@@ -170,19 +180,18 @@ def _claim_dir(out: Path, spec: SweepSpec, points: list[RunPoint]) -> None:
     runs); an unfinished run whose config changed starts over. More seeds or grid values extend a sweep."""
     path = out / SPEC_FILE
     if path.is_file():
-        old = parse_spec(yaml.safe_load(path.read_text()), name=spec.name)
+        old = read_sweep_spec(out, name=spec.name)
         if list(old.grid) != list(spec.grid):
             raise UserError(f"{out} holds another sweep (its grid keys {', '.join(old.grid)} differ from this spec's, "
                             f"see {path}); use a new --out DIR")
         if old.to_dict() | {"name": "", "description": ""} != spec.to_dict() | {"name": "", "description": ""}:
             _check_changed_runs(out, spec, points)
-    atomic_write(path, yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    (out / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    write_sweep_spec(out, spec)
 
 
 def _check_changed_runs(out: Path, spec: SweepSpec, points: list[RunPoint]) -> None:
     for point in points:
-        run_dir = out / RUNS_DIR / point.name
+        run_dir = point_dir(out, point)
         if not (run_dir / CONFIG).is_file():
             continue
         changed = config_changes(read_config(run_dir), run_config(spec, point, out))

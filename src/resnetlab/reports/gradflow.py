@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from resnetlab.engine.figurefile import save_figure
 from resnetlab.engine.gradflow import GRAD_NORM_KEY
 from resnetlab.engine.rundir import read_metrics
 from resnetlab.errors import UserError
@@ -76,10 +76,7 @@ def draw_grad_flow(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: P
     fig.suptitle(title or "Gradient norm of each stage against iteration (dark: first layers, light: classifier)",
                  fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    path = save_figure(fig, Path(path), dpi=DPI, tight=True)
     log.info("wrote %s", path)
     return path
 

@@ -7,7 +7,6 @@ backend is switched and nothing needs a display.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from collections.abc import Sequence
@@ -16,14 +15,14 @@ from typing import Any
 
 import torch
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
 from resnetlab.data import ImageSet
 from resnetlab.engine.builders import build_data, make_loader, scaled_lr
 from resnetlab.engine.config import Config
-from resnetlab.engine.rundir import RERUN, atomic_write, read_config, read_metrics, read_summary
+from resnetlab.engine.figurefile import figure_path, save_figure
+from resnetlab.engine.rundir import read_config, read_metrics, read_summary
 from resnetlab.engine.schedule import LRSchedule
 from resnetlab.errors import UserError
 
@@ -35,31 +34,9 @@ TRAIN_STYLE = {"linewidth": 0.9, "linestyle": "--", "alpha": 0.85}
 VAL_STYLE = {"linewidth": 2.2}
 
 
-def figure_path(out: Path | str, default_name: str = "curves.png") -> Path:
-    """The file a figure goes to: `out`, a folder's `default_name`, or `out` + .png without a suffix.
-
-    Raises:
-        UserError: a suffix matplotlib cannot write (x.txt), before anything is computed or drawn.
-    """
-    out = Path(out)
-    if out.is_dir():
-        return out / default_name
-    if not out.suffix:
-        return out.with_name(out.name + ".png")
-    supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
-    if out.suffix[1:].lower() not in supported:
-        others = ", ".join(f".{f}" for f in sorted(supported) if f in ("pdf", "svg", "jpg", "webp"))
-        raise UserError(f"--out {out}: {out.suffix} is not an image format; use .png (or {others})")
-    return out
-
-
 def _save(fig: Figure, out: Path | str) -> Path:
     """Save `fig` as `figure_path(out)`; returns the path really written."""
-    out = figure_path(out)
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()  # drawn in memory, then written whole: a full or read-only disk leaves no partial file
-    fig.savefig(buffer, dpi=DPI, bbox_inches="tight", format=out.suffix[1:].lower() or "png")
-    atomic_write(out, buffer.getbuffer(), rerun=RERUN)
+    out = save_figure(fig, figure_path(out), dpi=DPI, tight=True)  # drawn in memory, then written whole
     log.info("wrote %s", out)
     return out
 

@@ -1,7 +1,8 @@
 """The finished runs of a sweep directory, grouped by grid point: what the sweep tables and figures are made of.
 
 Only finished runs (those with summary.json) count; the grid values of a run come from DIR/sweep.yaml, the spec
-the sweep was started with, so reading a sweep needs nothing but the directory. Errors are 100 * (1 - accuracy).
+the sweep was started with, so reading a sweep needs nothing but the directory (its format is
+`experiments/sweepdir.py`'s). Errors are 100 * (1 - accuracy).
 """
 
 from __future__ import annotations
@@ -14,16 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from resnetlab.engine.rundir import read_metrics, read_summary
-from resnetlab.errors import UserError
-from resnetlab.experiments.spec import RunPoint, SweepSpec, expand, format_value, parse_spec
+from resnetlab.experiments.spec import RunPoint, SweepSpec, expand, format_value
+from resnetlab.experiments.sweepdir import point_dir
 
 logger = logging.getLogger(__name__)
-
-SPEC_FILE = "sweep.yaml"
-RUNS_DIR = "runs"
 
 
 @dataclass(frozen=True)
@@ -50,20 +46,12 @@ class PointStats:
         return [float(r.summary[key]) for r in self.runs if _is_number(r.summary.get(key))]
 
 
-def read_sweep_spec(out_dir: str | Path) -> SweepSpec:
-    """The spec a sweep directory was started with (DIR/sweep.yaml)."""
-    path = Path(out_dir) / SPEC_FILE
-    if not path.is_file():
-        raise UserError(f"{out_dir} is not a sweep directory (no {SPEC_FILE}); give the --out DIR of a sweep")
-    return parse_spec(yaml.safe_load(path.read_text()), name=Path(out_dir).name)
-
-
 def collect_runs(out_dir: str | Path, spec: SweepSpec) -> list[RunRecord]:
     """The finished runs of the sweep in grid order: runs without a valid summary.json are left out (a corrupt one
     with a warning that names it)."""
     records = []
     for point in expand(spec):
-        run_dir = Path(out_dir) / RUNS_DIR / point.name
+        run_dir = point_dir(out_dir, point)
         summary = read_summary(run_dir, strict=False)
         if summary is not None:
             records.append(RunRecord(point, summary, read_metrics(run_dir, required=False)))

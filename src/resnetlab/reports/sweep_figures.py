@@ -1,6 +1,7 @@
 """Sweep figures: the paper's Figure 6 layout, error against depth, or error against any grid key.
 
-Drawn with matplotlib's object API (`Figure` + `savefig`), so no backend or pyplot state is touched.
+Drawn with matplotlib's object API (`Figure`), so no backend or pyplot state is touched, and written whole through
+the one atomic writer (`engine.figurefile.save_figure`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from resnetlab.engine.figurefile import save_figure
 from resnetlab.experiments.spec import SweepSpec, format_value, grid_labels, point_label
 from resnetlab.reports.gradflow import draw_grad_flow, has_grad_norms
 from resnetlab.reports.sweep_data import PointStats
@@ -114,7 +116,7 @@ def _plain_and_residual(points: Sequence[PointStats], path: Path, draw: Callable
         axes[0].set_ylim(bottom=0)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     return path
 
 
@@ -145,7 +147,7 @@ def error_vs_depth(points: Sequence[PointStats], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     return path
 
 
@@ -177,7 +179,7 @@ def error_vs_key(spec: SweepSpec, points: Sequence[PointStats], key: str, path: 
     if any(series):
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save_figure(fig, path, dpi=DPI)
     return path
 
 

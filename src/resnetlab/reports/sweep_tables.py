@@ -7,21 +7,17 @@ paper's Table 6; the test error of the best-validation model is in results.csv (
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from resnetlab.engine.rundir import RERUN, atomic_write
 from resnetlab.experiments.spec import SweepSpec, expand, format_value, grid_labels
-from resnetlab.reports.sweep_data import (
-    PointStats,
-    RunRecord,
-    collect_runs,
-    group_points,
-    mean_std,
-    read_sweep_spec,
-)
+from resnetlab.experiments.sweepdir import RESULTS_CSV, RESULTS_MD, read_sweep_spec
+from resnetlab.reports.sweep_data import PointStats, RunRecord, collect_runs, group_points, mean_std
 from resnetlab.reports.sweep_figures import draw_figures
 
 logger = logging.getLogger(__name__)
@@ -43,10 +39,10 @@ def aggregate(out_dir: str | Path) -> Path:
     spec = read_sweep_spec(out)
     records = collect_runs(out, spec)
     points = group_points(spec, records)
-    write_csv(out / "results.csv", spec, records)
-    table = out / "results.md"
+    write_csv(out / RESULTS_CSV, spec, records)
+    table = out / RESULTS_MD
     figures = draw_figures(out, spec, points) if points else []
-    table.write_text(render_markdown(spec, points, total=len(expand(spec)), figures=figures))
+    atomic_write(table, render_markdown(spec, points, total=len(expand(spec)), figures=figures), rerun=RERUN)
     logger.info("%d of %d runs finished; wrote %s", len(records), len(expand(spec)), table)
     return table
 
@@ -55,17 +51,19 @@ def aggregate(out_dir: str | Path) -> Path:
 
 
 def write_csv(path: Path, spec: SweepSpec, records: Sequence[RunRecord]) -> None:
-    """One row per finished run: run name, grid values, seed, then every scalar summary.json field."""
+    """One row per finished run: run name, grid values, seed, then every scalar summary.json field (written
+    atomically)."""
     fields: list[str] = []
     for record in records:
         fields += [k for k, v in record.summary.items() if _is_scalar(v) and k not in fields]
     header = ["run", *spec.grid, "seed", *fields]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for record in records:
-            grid = [format_value(record.point.values[k]) for k in spec.grid]
-            writer.writerow([record.point.name, *grid, record.point.seed, *(record.summary.get(k, "") for k in fields)])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    for record in records:
+        grid = [format_value(record.point.values[k]) for k in spec.grid]
+        writer.writerow([record.point.name, *grid, record.point.seed, *(record.summary.get(k, "") for k in fields)])
+    atomic_write(path, text.getvalue(), rerun=RERUN)
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

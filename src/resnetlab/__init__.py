@@ -7,6 +7,7 @@ The public API is re-exported lazily from the modules that define it, so that `i
     metrics = resnetlab.evaluate("runs/fm1")                   # best.pt on the test split
     model, info = resnetlab.load_checkpoint("runs/fm1")
     guesses = resnetlab.predict("runs/fm1", ["shoe.png"])
+    table = resnetlab.run_sweep("degradation-fmnist", "sweeps/deg")  # every run, then DIR/results.md
 
 Importing resnetlab before torch also sets OMP_WAIT_POLICY=PASSIVE (unless it is set), as the `resnetlab`
 command does: OpenMP reads it once, when torch loads, and idle threads that sleep instead of spinning leave a
@@ -36,10 +37,11 @@ _EXPORTS = {
     "load_checkpoint": "resnetlab.engine.checkpoint",
     "evaluate": "resnetlab.engine.evaluate",
     "predict": "resnetlab.engine.predict",
+    "run_sweep": "resnetlab.reports.sweep_run",
 }
 
 __all__ = ["ImageSet", "__version__", "create_model", "evaluate", "list_models", "load_checkpoint", "load_config",
-           "load_dataset", "predict", "train"]
+           "load_dataset", "predict", "run_sweep", "train"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from resnetlab.data.imageset import ImageSet
@@ -50,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from resnetlab.engine.predict import predict
     from resnetlab.engine.trainer import train
     from resnetlab.models.registry import create_model, list_models
+    from resnetlab.reports.sweep_run import run_sweep
 
 
 def __getattr__(name: str) -> Any:

@@ -31,7 +31,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -522,11 +522,3 @@ def _remove_empty_owned_dirs(run_dir: Path) -> None:
             with contextlib.suppress(OSError):
                 folder.rmdir()
 
-
-def write_csv_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    """A CSV file with a header row, atomically."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return atomic_write(path, buffer.getvalue())

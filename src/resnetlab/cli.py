@@ -103,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from resnetlab.engine.trainer import train
 
     if not resume:
-        check_user_options(config, [override_key(item) for item in args.set])
+        check_user_options(config.model, [override_key(item) for item in args.set])
 
     result = train(config, resume=resume, resume_from=args.resume_from, fallback=args.fallback)
     if result.is_main_process:

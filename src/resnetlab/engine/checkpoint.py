@@ -88,7 +88,7 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     state = read_checkpoint(path)
     cfg = config_from_dict(state["config"])
     cfg.model.weights = None  # the checkpoint's own weights replace whatever the run started from
-    model = build_model(cfg, in_chans=state["in_chans"], num_classes=state["num_classes"])
+    model = build_model(cfg.model, in_chans=state["in_chans"], num_classes=state["num_classes"])
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

@@ -80,7 +80,7 @@ def init_distributed(env: DistEnv, device: torch.device, timeout_s: int) -> None
 
     Args:
         env: this process's rank and the world size (`DistEnv.from_environ`).
-        device: this process's device (`builders.select_device(..., env.local_rank)`).
+        device: this process's device (`devices.select_device(..., env.local_rank)`).
         timeout_s: how long any collective may wait for the other ranks before it fails (`dist.timeout_s`).
     """
     if not env.distributed or _initialized():

@@ -20,9 +20,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from resnetlab.data import ImageSet, load_dataset
-from resnetlab.engine.builders import build_data, load_split, load_test, make_loader, select_device
+from resnetlab.engine.builders import build_data, load_split, load_test, make_loader
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import Config, config_from_dict
+from resnetlab.engine.devices import select_device
 from resnetlab.engine.evalrecord import checkpoint_record
 from resnetlab.engine.metrics import Metrics
 from resnetlab.engine.rundir import CHECKPOINTS, CONFIG, evaluation_tag, is_finished, write_evaluation
@@ -211,7 +212,7 @@ def labelled_split(info: dict[str, Any], split: str, data: str | None = None,
         cfg.data.name = data
         imageset = _other_data(cfg)
     elif split == "test":
-        imageset = load_test(cfg)  # the test split alone (data.test_size of it): no training images to load
+        imageset = load_test(cfg.data)  # the test split alone (data.test_size of it): no training images to load
     elif split == "train":  # a full pass in eval mode: the training error and loss of the model as it is
         imageset = build_data(cfg, with_test=False).train
     else:
@@ -225,7 +226,7 @@ def labelled_split(info: dict[str, Any], split: str, data: str | None = None,
 def _other_data(cfg: Config) -> ImageSet:
     d = cfg.data
     try:
-        return load_split(cfg, "test")
+        return load_split(d, "test")
     except UserError:
         if not d.name.lower().startswith("imagefolder:"):
             raise

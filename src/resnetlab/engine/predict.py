@@ -17,9 +17,10 @@ import torch
 
 from resnetlab.data import ImageSet, read_image, resize_images
 from resnetlab.data.folder import IMAGE_EXTENSIONS
-from resnetlab.engine.builders import make_loader, select_device
+from resnetlab.engine.builders import make_loader
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import config_from_dict
+from resnetlab.engine.devices import select_device
 from resnetlab.engine.evaluate import checkpoint_path, predict_batches
 from resnetlab.errors import UserError
 

@@ -161,6 +161,16 @@ def read_json(path: Path) -> Any:
 # ---------------------------------------------------------------------------------------------- config
 
 
+def run_dir_of(cfg: Config) -> Path:
+    """The run directory `train.out_dir` (--out), checked to be usable as a folder."""
+    if not cfg.train.out_dir:
+        raise UserError("train.out_dir (--out RUN_DIR) is required: where checkpoints, metrics and summary go")
+    run_dir = Path(cfg.train.out_dir).expanduser()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file; give a folder for the run")
+    return run_dir
+
+
 def write_config(run_dir: Path, cfg: Config) -> Path:
     """RUN_DIR/config.yaml: the resolved config (`--recipe` that file reproduces the run)."""
     return atomic_write(run_dir / CONFIG, dump_config(cfg))

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnetlab.engine import builders
+from resnetlab.engine import builders, devices
 from resnetlab.engine.accumulate import gradient_sync, micro_batches
 from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
 from resnetlab.engine.config import Config, rows_every
@@ -38,7 +38,7 @@ from resnetlab.engine.evaluate import evaluate_model
 from resnetlab.engine.hooks import Hook
 from resnetlab.engine.preflight import check_memory
 from resnetlab.engine.run import Run, build_run, checkpoint_state, missing_run_error, open_run_dir
-from resnetlab.engine.rundir import RunLock, lock_run_dir, remove_stale_temp_files, write_summary
+from resnetlab.engine.rundir import RunLock, lock_run_dir, remove_stale_temp_files, run_dir_of, write_summary
 from resnetlab.engine.runlog import running_window
 from resnetlab.engine.runtime import StopSignals, process_settings, quiet_logs
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
@@ -86,10 +86,10 @@ def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None =
     check_memory(cfg)  # a size that cannot fit is refused with its figure, not by the out-of-memory killer
     env = DistEnv.from_environ()
     with StopSignals() as stop, quiet_logs(cfg.train.quiet):  # handlers first: a signal from now on stops cleanly
-        device = builders.select_device(cfg.train.device, env.local_rank)
+        device = devices.select_device(cfg.train.device, env.local_rank)
         init_distributed(env, device, cfg.dist.timeout_s)
         try:
-            run_dir = builders.run_dir_of(cfg)
+            run_dir = run_dir_of(cfg)
             if env.is_main and resume and not resume_from and not run_dir.exists():
                 raise missing_run_error(run_dir)  # a mistyped path: nothing is created
             with lock_run_dir(run_dir) if env.is_main else contextlib.nullcontext() as lock:
@@ -112,7 +112,7 @@ def _train_locked(cfg: Config, env: DistEnv, device: torch.device, stop: StopSig
         source, cfg = _open(cfg, env, resume, resume_from, fallback, lock)
         with process_settings(cfg, device, env.is_main, stop), collective_failures(env, cfg.dist.timeout_s):
             ckpt = read_checkpoint(source) if source is not None else None
-            run = build_run(cfg, env, device, builders.run_dir_of(cfg), ckpt, stop, hooks)
+            run = build_run(cfg, env, device, run_dir_of(cfg), ckpt, stop, hooks)
             try:
                 _stop_before_training(run)
                 if run.state.step == 0:
@@ -144,7 +144,7 @@ def _open(cfg: Config, env: DistEnv, resume: bool, resume_from: str | Path | Non
         run_dir, source, cfg = open_run_dir(cfg, resume, resume_from, fallback=fallback, lock=lock)
         remove_stale_temp_files(run_dir)
         if source is None:
-            cfg = builders.drop_foreign_options(cfg)
+            builders.drop_foreign_options(cfg.model)
         decision = (str(source) if source else None, cfg)
     source, cfg = broadcast_object(decision)  # type: ignore[misc]
     return (Path(source) if source else None), cfg

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from resnetlab.engine.builders import select_device
 from resnetlab.engine.config import Config
+from resnetlab.engine.devices import select_device
 from resnetlab.engine.distributed import DistEnv, collective_failures, destroy_distributed, init_distributed
 from resnetlab.engine.hooks import Hook
 from resnetlab.engine.run import Run, build_run

@@ -47,8 +47,9 @@ from typing import Any
 import torch
 import yaml
 
-from resnetlab.engine.builders import drop_foreign_options, physical_cores, shared_splits
+from resnetlab.engine.builders import drop_foreign_options, shared_splits
 from resnetlab.engine.config import Config, config_to_dict, load_config
+from resnetlab.engine.devices import physical_cores
 from resnetlab.engine.preflight import check_data_paths, check_memory, check_model_name
 from resnetlab.engine.run import RESUME_MAY_CHANGE, flatten
 from resnetlab.engine.rundir import CONFIG, atomic_write, clear_run, is_finished, lock_run_dir, read_config
@@ -161,7 +162,8 @@ def plan(out: Path, points: list[RunPoint]) -> list[Task]:
 def run_config(spec: SweepSpec, point: RunPoint, out: Path) -> Config:
     """The config one run of the sweep trains with (as `train` resolves it)."""
     cfg = load_config(point.recipe(spec), [*point.overrides(spec), f"train.out_dir={out / RUNS_DIR / point.name}"])
-    return drop_foreign_options(cfg)
+    drop_foreign_options(cfg.model)
+    return cfg
 
 
 def _claim_dir(out: Path, spec: SweepSpec, points: list[RunPoint]) -> None:

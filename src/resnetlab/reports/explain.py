@@ -28,9 +28,10 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from resnetlab.data import ImageSet
-from resnetlab.engine.builders import make_loader, select_device
+from resnetlab.engine.builders import make_loader
 from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import config_from_dict
+from resnetlab.engine.devices import select_device
 from resnetlab.engine.evaluate import Scored, checkpoint_path
 from resnetlab.engine.predict import expand_inputs, load_image, stored_size
 from resnetlab.errors import UserError

@@ -1,9 +1,10 @@
 """The package's layers, read from its source with `ast`: no import goes up, none sits hidden in a function, no cycle.
 
 Layers, bottom to top (docs/internals.md): errors and version; models and data (leaves, independent of each
-other); engine; reports and experiments; cli and the package root (the public API). A module imports only from
-its own layer or below. Imports of the package's own modules sit at the tops of modules; only cli.py defers them
-(to keep `resnetlab --help` fast), and the package `__init__` files export lazily through importlib.
+other); engine; inference (using a finished run); reports and experiments; cli and the package root (the public
+API). A module imports only from its own layer or below. Imports of the package's own modules sit at the tops of
+modules; only cli.py defers them (to keep `resnetlab --help` fast), and the package `__init__` files export lazily
+through importlib.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "resnetlab"
-LAYERS = {"errors": 0, "version": 0, "models": 1, "data": 1, "engine": 2, "reports": 3, "experiments": 3,
-          "cli": 4, "__main__": 4, "": 4}
+LAYERS = {"errors": 0, "version": 0, "models": 1, "data": 1, "engine": 2, "inference": 3, "reports": 4,
+          "experiments": 4, "cli": 5, "__main__": 5, "": 5}
 INDEPENDENT = {("models", "data"), ("data", "models")}  # the two leaves never import each other
 DEFERRING = {"resnetlab.cli"}  # may import the package's modules inside functions
 

@@ -9,10 +9,11 @@ import torch
 from support.enginekit import read_rows, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
+from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.config import load_config
-from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.trainer import train
+from resnetlab.inference.evaluate import evaluate
+from resnetlab.inference.loading import load_checkpoint
 from resnetlab.models import create_model
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
@@ -143,8 +144,7 @@ def test_progress_bar_on_a_terminal(tiny_root, tmp_path, monkeypatch, capsys):
 
 def test_public_api_exports():
     import resnetlab
-    from resnetlab.engine.evaluate import evaluate
-    from resnetlab.engine.predict import predict
+    from resnetlab.inference.predict import predict
 
     assert resnetlab.train is train and resnetlab.load_checkpoint is load_checkpoint and resnetlab.predict is predict
     assert resnetlab.evaluate is evaluate and resnetlab.load_config("fmnist-fast", []).recipe == "fmnist-fast"

@@ -35,7 +35,9 @@ from resnetlab.engine.rundir import (
     CONFIG,
     LOCK,
     RunLock,
+    best_checkpoint,
     clear_run,
+    last_checkpoint,
     read_config,
     read_summary,
     run_dir_of,
@@ -138,11 +140,11 @@ def open_run_dir(cfg: Config, resume: bool, resume_from: str | Path | None = Non
         return run_dir, None, cfg
     if read_summary(run_dir, strict=False) is not None:
         raise UserError(f"{run_dir} has already finished (summary.json exists); train into a new --out")
-    source = Path(resume_from) if resume_from else run_dir / CHECKPOINTS / "last.pt"
+    source = Path(resume_from) if resume_from else last_checkpoint(run_dir)
     if not source.is_file():
         if resume_from:
             raise UserError(f"--resume-from {source} does not exist; pass a checkpoint file such as "
-                            f"{run_dir / CHECKPOINTS / 'best.pt'}")
+                            f"{best_checkpoint(run_dir)}")
         return run_dir, None, _start_over(run_dir, cfg, lock)
     source, ckpt = _readable_checkpoint(run_dir, source, fallback and not resume_from)
     return run_dir, source, resume_config(cfg, ckpt["config"])

@@ -38,7 +38,15 @@ from resnetlab.engine.evaluate import evaluate_model
 from resnetlab.engine.hooks import Hook
 from resnetlab.engine.preflight import check_memory
 from resnetlab.engine.run import Run, build_run, checkpoint_state, missing_run_error, open_run_dir
-from resnetlab.engine.rundir import RunLock, lock_run_dir, remove_stale_temp_files, run_dir_of, write_summary
+from resnetlab.engine.rundir import (
+    BEST,
+    LAST,
+    RunLock,
+    lock_run_dir,
+    remove_stale_temp_files,
+    run_dir_of,
+    write_summary,
+)
 from resnetlab.engine.runlog import running_window
 from resnetlab.engine.runtime import StopSignals, process_settings, quiet_logs
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
@@ -281,7 +289,7 @@ def finish(run: Run, wall_start: float) -> dict[str, Any]:
     best = final
     if run.state.best_step != run.state.step:
         best_net = copy.deepcopy(run.eval_net)
-        best_net.load_state_dict(read_checkpoint(run.checkpoints / "best.pt")["model"])  # the evaluated weights
+        best_net.load_state_dict(read_checkpoint(run.checkpoints / BEST)["model"])  # the evaluated weights
         best = evaluate_model(best_net, batches, **test)
         _stop_if_signalled(run)
     summary = _summary(run, best, final, wall_start)
@@ -359,8 +367,8 @@ def _announce(run: Run) -> None:
     if run.state.step:
         run.logger.info("resuming %s at step %d", run.run_dir, run.state.step)
     if run.val_loader is None:
-        run.logger.info("no validation split (data.val_size=0): best.pt is the last model, and the test accuracy "
-                        "reported is the final model's")
+        run.logger.info("no validation split (data.val_size=0): %s is the last model, and the test accuracy "
+                        "reported is the final model's", BEST)
 
 
 def set_train_mode(run: Run) -> None:
@@ -430,7 +438,7 @@ def _saved_state(run: Run) -> str:
         return ""
     if run.saved_step is None:
         return "; no checkpoint was saved yet (nothing to resume: the run must start over)"
-    return f"; {run.checkpoints / 'last.pt'} keeps the last good state (step {run.saved_step})"
+    return f"; {run.checkpoints / LAST} keeps the last good state (step {run.saved_step})"
 
 
 def _check_start(run: Run) -> None:
@@ -458,14 +466,14 @@ def _interrupt(run: Run, signum: int) -> None:
     run.state.train_time_s = _loop_time(run)
     state = checkpoint_state(run)  # on every rank: it reduces the partial train metrics
     if run.env.is_main and run.run_dir is not None:
-        save_checkpoint(run.checkpoints / "last.pt", state)
+        save_checkpoint(run.checkpoints / LAST, state)
     run.saved_step = run.state.step if run.run_dir is not None else None
     barrier()
     raise Interrupted(signum, _interrupted_message(run, signum))
 
 
 def _interrupted_message(run: Run, signum: int) -> str:
-    where = f"checkpoint saved ({run.checkpoints / 'last.pt'}), continue with --resume (Python: resume=True)" \
+    where = f"checkpoint saved ({run.checkpoints / LAST}), continue with --resume (Python: resume=True)" \
         if run.run_dir else "nothing saved"
     return f"interrupted by signal {signum} at step {run.state.step}; {where}"
 
@@ -490,12 +498,12 @@ def _save_checkpoints(run: Run, val_acc: float | None) -> None:
         barrier()
         return
     if improved:
-        save_checkpoint(run.checkpoints / "best.pt", state)
+        save_checkpoint(run.checkpoints / BEST, state)
     if any(step == s.step for _, step in s.top_k):
         save_checkpoint(run.checkpoints / f"top-{s.step:08d}.pt", state)
     for step in dropped:
         (run.checkpoints / f"top-{step:08d}.pt").unlink(missing_ok=True)
-    save_checkpoint(run.checkpoints / "last.pt", state)
+    save_checkpoint(run.checkpoints / LAST, state)
     run.saved_step = s.step
     barrier()
 

@@ -53,9 +53,10 @@ def verify(path: str | Path, what: str = "checkpoint", instead: str = "use anoth
         instead: what to do when it is corrupt, for the message.
 
     Returns:
-        The SHA-256 of the whole file's bytes (hex) for a sealed file, computed in the same read as the check (so
-        that a caller recording which file it read need not read it again); None for a file without the seal
-        (checked by its CRC-32s, or a legacy pickle or not a zip, which the loader then names).
+        The SHA-256 of the whole file's bytes (hex) for a sealed file, computed in the same pass as the check (the
+        two digests share all but the last bytes), so that a caller recording which file it read need not hash it
+        again; None for a file without the seal (checked by its CRC-32s, or a legacy pickle or not a zip, which
+        the loader then names).
 
     Raises:
         UserError: the file does not match its checksum (one line naming it).
@@ -67,7 +68,7 @@ def verify(path: str | Path, what: str = "checkpoint", instead: str = "use anoth
         _verify_crc(path, what, instead)
         return None
     expected, comment_at = sealed
-    payload, whole = hashlib.sha256(), hashlib.sha256()
+    payload = hashlib.sha256()
     with path.open("rb") as f:
         left = comment_at - 2  # the archive as torch.save wrote it: up to the comment length, which was 0
         while left > 0:
@@ -75,8 +76,8 @@ def verify(path: str | Path, what: str = "checkpoint", instead: str = "use anoth
             if not chunk:
                 break
             payload.update(chunk)
-            whole.update(chunk)
             left -= len(chunk)
+        whole = payload.copy()  # the bytes so far are both digests' prefix: hashed once
         whole.update(f.read())  # the comment's length and the comment: the rest of the file
     payload.update(b"\x00\x00")
     if payload.hexdigest() != expected:

@@ -70,16 +70,6 @@ def test_tensorboard_events_hold_the_logged_scalars(base_run):
         assert [e.value for e in events] == pytest.approx([r[key] for r in rows], rel=1e-6)
 
 
-def test_load_checkpoint_gives_an_inference_model_and_its_info(base_run, tiny_root):
-    model, info = load_checkpoint(base_run)  # a run directory means its best.pt
-    assert not model.training and next(model.parameters()).device.type == "cpu"
-    assert info["classes"][:4] == ["0", "1", "2", "3"] and info["in_chans"] == 1 and info["image_size"] == 12
-    assert len(info["normalization"]["mean"]) == 1 and info["config"]["model"]["name"] == "resnet20"
-    best = read_checkpoint(base_run / "checkpoints" / "best.pt")
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, best["model"][name])
-
-
 def test_the_test_of_a_mixed_precision_run_is_what_evaluate_gives(tiny_root, tmp_path):
     run_dir = train(tiny_config(tiny_root, tmp_path / "run", train__iters=4, train__eval_every=2,
                                 train__amp="bf16")).run_dir

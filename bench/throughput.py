@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from tutorial_data import PILDataset, endless
 
 from resnetlab.data import ImageSet, pixel_mean
-from resnetlab.engine import builders, trainer
+from resnetlab.engine import builders, devices, trainer
 from resnetlab.engine.config import Config, load_config
 from resnetlab.engine.distributed import DistEnv
 from resnetlab.engine.run import Run, build_run
@@ -151,7 +151,7 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 1024, reps
 def training_gflop_per_image(cfg: Config, imageset: ImageSet) -> float:
     """Forward + backward of one training image: about 3 x 2 x its multiply-accumulates (the backward pass costs
     twice the forward one), in GFLOP."""
-    net = builders.build_model(cfg, in_chans=imageset.images.shape[1], num_classes=len(imageset.classes))
+    net = builders.build_model(cfg.model, in_chans=imageset.images.shape[1], num_classes=len(imageset.classes))
     return 3 * 2 * summarize(net.eval(), (1, *imageset.images.shape[1:])).macs / 1e9
 
 
@@ -209,7 +209,7 @@ def main() -> None:
         peaks = {"fp32": matmul_peak(torch.float32, device), "bf16": matmul_peak(torch.bfloat16, device)}
     gflop = training_gflop_per_image(cfg, imageset)
     ours_dtype = "bf16" if run.amp == torch.bfloat16 else "fp32"
-    t, compiled = cfg.train, builders.use_compile(cfg.train.compile, device)
+    t, compiled = cfg.train, devices.use_compile(cfg.train.compile, device)
     print(f"device {device}, torch {torch.__version__}, batch 128, {args.reps} x {args.iters} steps per side")
     print(f"warm-up ({args.warmup} steps): resnetlab {ours_warmup:.1f} s, tutorial {tutorial_warmup:.1f} s")
     print(f"resnetlab engine ({ours_threads} threads, channels_last={t.channels_last}, compile={compiled}, "

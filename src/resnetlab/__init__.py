@@ -34,9 +34,9 @@ _EXPORTS = {
     "ImageSet": "resnetlab.data.imageset",
     "train": "resnetlab.engine.trainer",
     "load_config": "resnetlab.engine.config",
-    "load_checkpoint": "resnetlab.engine.checkpoint",
-    "evaluate": "resnetlab.engine.evaluate",
-    "predict": "resnetlab.engine.predict",
+    "load_checkpoint": "resnetlab.inference.loading",
+    "evaluate": "resnetlab.inference.evaluate",
+    "predict": "resnetlab.inference.predict",
     "run_sweep": "resnetlab.reports.sweep_run",
 }
 
@@ -46,18 +46,18 @@ __all__ = ["ImageSet", "__version__", "create_model", "evaluate", "list_models",
 if TYPE_CHECKING:  # pragma: no cover
     from resnetlab.data.imageset import ImageSet
     from resnetlab.data.sources import load_dataset
-    from resnetlab.engine.checkpoint import load_checkpoint
     from resnetlab.engine.config import load_config
-    from resnetlab.engine.evaluate import evaluate
-    from resnetlab.engine.predict import predict
     from resnetlab.engine.trainer import train
+    from resnetlab.inference.evaluate import evaluate
+    from resnetlab.inference.loading import load_checkpoint
+    from resnetlab.inference.predict import predict
     from resnetlab.models.registry import create_model, list_models
     from resnetlab.reports.sweep_run import run_sweep
 
 
 def __getattr__(name: str) -> Any:
     # Each name comes from the module that defines it, never from a package whose submodule of the same name
-    # (resnetlab.engine.evaluate) would shadow it once imported.
+    # (resnetlab.inference.evaluate) would shadow it once imported.
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'resnetlab' has no attribute {name!r}")

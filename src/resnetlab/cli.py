@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resnetlab.engine.config import DEFAULT_RECIPE
+from resnetlab.engine.rundir import BEST, CHECKPOINTS, LAST
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
 from resnetlab.version import __version__
 
@@ -99,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from resnetlab.engine.trainer import train
 
     if not resume:
-        check_user_options(config, [override_key(item) for item in args.set])
+        check_user_options(config.model, [override_key(item) for item in args.set])
 
     result = train(config, resume=resume, resume_from=args.resume_from, fallback=args.fallback)
     if result.is_main_process:
@@ -131,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from resnetlab.engine.predict import predict
+    from resnetlab.inference.predict import predict
 
     results = predict(args.checkpoint, args.inputs, top_k=args.top_k)
     if args.json:
@@ -183,7 +184,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from resnetlab.engine.export import export_checkpoint
+    from resnetlab.inference.export import export_checkpoint
 
     print(export_checkpoint(args.checkpoint, args.format, args.out, include_preprocessing=args.include_preprocessing,
                             force=args.force))
@@ -294,11 +295,11 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
                    "torchvision's), or a torchvision weight name such as IMAGENET1K_V1 (model.weights)")
     p.add_argument("--out", metavar="RUN_DIR", help="the run directory (train.out_dir); must be new or empty")
     p.add_argument("--resume", action="store_true",
-                   help="continue RUN_DIR from checkpoints/last.pt with the run's own config.yaml (a run that "
+                   help=f"continue RUN_DIR from {CHECKPOINTS}/{LAST} with the run's own config.yaml (a run that "
                    "stopped before its first checkpoint starts over)")
     p.add_argument("--resume-from", metavar="CKPT", help="continue RUN_DIR from this checkpoint instead of "
-                   "last.pt (e.g. RUN_DIR/checkpoints/best.pt)")
-    p.add_argument("--fallback", action="store_true", help="with --resume: when last.pt fails its integrity check, "
+                   f"{LAST} (e.g. RUN_DIR/{CHECKPOINTS}/{BEST})")
+    p.add_argument("--fallback", action="store_true", help=f"with --resume: when {LAST} fails its integrity check, "
                    "continue from the run's newest checkpoint that passes it (named in a warning)")
     p.add_argument("--quiet", action="store_true", help="print only the final result, warnings and errors (the "
                    "files are still written)")
@@ -320,7 +321,7 @@ def _training_commands(sub: argparse._SubParsersAction) -> None:
 def _result_commands(sub: argparse._SubParsersAction) -> None:
     """The subcommands for what a trained model gives: numbers, predictions, explanations, reports, exports."""
     p = sub.add_parser("evaluate", help="accuracy, per-class table and confusion matrix of a run or checkpoint")
-    p.add_argument("path", metavar="RUN_DIR|CKPT", help="a run directory (its best.pt) or a checkpoint file")
+    p.add_argument("path", metavar="RUN_DIR|CKPT", help=f"a run directory (its {BEST}) or a checkpoint file")
     p.add_argument("--split", choices=["test", "val", "train"], default="test",
                    help="the official test split, the run's own validation split, or the images it trained on "
                         "(a full pass in eval mode; default: test)")
@@ -342,7 +343,7 @@ def _result_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("explain", help="Grad-CAM: where in each image the model found its predicted (or a given) "
                        "class (needs pip install 'resnetlab[explain]')")
-    p.add_argument("checkpoint", metavar="CKPT", help="a checkpoint file or a run directory (its best.pt)")
+    p.add_argument("checkpoint", metavar="CKPT", help=f"a checkpoint file or a run directory (its {BEST})")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of them")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for DIR/<image>_gradcam.png (the image, "
                    "the map over it, the predicted class and its probability)")
@@ -400,7 +401,7 @@ def _sweep_command(sub: argparse._SubParsersAction) -> None:
                    help="slurm: GPUs per run (default 1; 0 = CPU; G > 1 runs torchrun inside the job)")
     p.add_argument("--time", dest="time_min", type=int, metavar="MIN",
                    help="slurm: time limit per job in minutes (default: the partition's); a run stopped by it "
-                        "saves last.pt and its job is requeued")
+                        f"saves {LAST} and its job is requeued")
     p.add_argument("--account", help="slurm: the account to charge")
     p.add_argument("--max-parallel", dest="max_parallel", type=int, metavar="K",
                    help="slurm: at most K runs at once (default: no limit)")

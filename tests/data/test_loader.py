@@ -223,7 +223,7 @@ def test_per_pixel_mean():
     ld = Loader(data, 6, shuffle=False, mean=mean_image.tolist(), std=(1.0, 1.0, 1.0))  # nested C x H x W lists
     x, _ = next(iter(ld))
     torch.testing.assert_close(x, data.images.float() / 255 - mean_image, rtol=0, atol=1e-6)
-    ld = Loader(data, 6, shuffle=False, mean=MEAN, std=STD, pixel_mean=mean_image)
+    ld = Loader(data, 6, shuffle=False, mean=mean_image, std=STD)  # a tensor, with one std per channel
     x, _ = next(iter(ld))
     torch.testing.assert_close(x, (data.images.float() / 255 - mean_image) / torch.tensor(STD).view(3, 1, 1),
                                rtol=0, atol=1e-5)

@@ -97,7 +97,7 @@ def test_metrics_over_uneven_and_empty_shards_add_up_to_one_process(tiny_root):
     cfg = tiny_config(tiny_root, None, eval__batch_size=52)
     data = builders.build_data(cfg)
     test = data.test.subset(range(157))  # 3 x 52 + 1: the last global batch leaves ranks 1-3 empty
-    net = builders.build_model(cfg, in_chans=1, num_classes=len(data.classes)).eval()
+    net = builders.build_model(cfg.model, in_chans=1, num_classes=len(data.classes)).eval()
     (whole,) = rank_loaders(test, cfg, train=False, world_size=1)
     one = evaluate_model(net, whole, num_classes=4)
     # Without a process group each rank's Metrics holds its own share; the all-reduce would add these sums.
@@ -110,7 +110,7 @@ def test_metrics_over_uneven_and_empty_shards_add_up_to_one_process(tiny_root):
 
 def test_sync_batchnorm_needs_cuda_and_keeps_checkpoint_names(tiny_root):
     cfg = tiny_config(tiny_root, None)
-    net = builders.build_model(cfg, in_chans=1, num_classes=4)
+    net = builders.build_model(cfg.model, in_chans=1, num_classes=4)
     two = DistEnv(rank=0, world_size=2, local_rank=0)
     with pytest.raises(UserError, match="dist.sync_bn=true needs CUDA GPUs.*set dist.sync_bn=false"):
         convert_sync_batchnorm(net, two, CPU, enabled=True)

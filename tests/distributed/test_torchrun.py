@@ -26,8 +26,9 @@ from support.ddpkit import (
 )
 from support.enginekit import tiny_config
 
-from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
+from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.trainer import train
+from resnetlab.inference.loading import load_checkpoint
 
 # Each launch starts three interpreters (torchrun's agent and two workers) that import torch: ~20 s on 2 busy cores.
 pytestmark = [pytest.mark.slow, pytest.mark.numeric]

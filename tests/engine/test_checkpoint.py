@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from resnetlab.engine.checkpoint import FORMAT_VERSION, capture_rng, read_checkpoint, restore_rng, save_checkpoint
+import resnetlab.engine.checkpoint as checkpoint_module
+from resnetlab.engine.checkpoint import (
+    FORMAT_VERSION,
+    capture_rng,
+    read_checkpoint,
+    read_checkpoint_and_digest,
+    restore_rng,
+    save_checkpoint,
+)
 from resnetlab.errors import UserError
 
 
@@ -66,3 +77,21 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     restore_rng(read_checkpoint(tmp_path / "r.pt")["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_the_digest_of_a_sealed_checkpoint_is_its_files_sha256_and_none_for_an_unsealed_one(tmp_path):
+    """The integrity check's read gives the file's SHA-256 (what an evaluation records), so nothing hashes it again."""
+    path = save_checkpoint(tmp_path / "sealed.pt", _state())
+    state, digest = read_checkpoint_and_digest(path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest() and state["num_classes"] == 2
+    torch.save(_state(), tmp_path / "unsealed.pt")  # as written before checkpoints carried their SHA-256
+    assert read_checkpoint_and_digest(tmp_path / "unsealed.pt")[1] is None
+
+
+def test_the_checkpoint_format_imports_no_training_code():
+    """engine/checkpoint.py is the file format: building a model from it is inference's job (inference/loading.py)."""
+    source = Path(checkpoint_module.__file__).read_text()
+    imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
+    ours = {name for name in imported if name and name.startswith("resnetlab")}
+    assert ours == {"resnetlab.engine.rundir", "resnetlab.errors", "resnetlab.models.integrity",
+                    "resnetlab.models.registry"}

@@ -9,9 +9,9 @@ from support.enginekit import tiny_config
 
 from resnetlab.data import ImageSet, select_classes
 from resnetlab.engine import builders
-from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.trainer import train
 from resnetlab.errors import UserError
+from resnetlab.inference.evaluate import evaluate
 
 
 def test_select_classes_keeps_and_relabels_in_the_order_given():

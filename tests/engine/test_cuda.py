@@ -8,7 +8,7 @@ import torch
 from support.enginekit import tiny_config, train_until_stopped
 
 import resnetlab
-from resnetlab.engine import builders
+from resnetlab.engine import devices
 from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.trainer import train
 
@@ -17,7 +17,7 @@ CUDA = {"train__device": "cuda", "train__deterministic": True}
 
 
 def test_auto_amp_is_bf16_and_compile_is_on_by_default_on_cuda(tiny_root, tmp_path):
-    assert builders.amp_dtype("auto", torch.device("cuda")) in (torch.bfloat16, torch.float16)
+    assert devices.amp_dtype("auto", torch.device("cuda")) in (torch.bfloat16, torch.float16)
     summary = train(tiny_config(tiny_root, tmp_path / "run", train__iters=12, train__device="cuda")).summary
     assert summary["device"].startswith("cuda") and summary["amp"] in ("bf16", "fp16") and summary["compile"] is True
     assert summary["provenance"]["gpu"] == torch.cuda.get_device_name(0)

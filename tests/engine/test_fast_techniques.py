@@ -74,7 +74,7 @@ def test_bn_bias_groups_keep_weight_decay_and_combine_with_the_backbone_scale():
     cfg = load_config("fmnist-resnet20", ["optim.bn_bias_lr_scale=8", "optim.backbone_lr_scale=0.5",
                                           "optim.no_weight_decay_bn_bias=true"])
     net = create_model("resnet20", num_classes=10, in_chans=1)
-    optimizer = builders.build_optimizer(net, cfg, 0.1, torch.device("cpu"))
+    optimizer = builders.build_optimizer(net, cfg.optim, 0.1, torch.device("cpu"))
     biases = {id(m.bias) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     scales = {(id(p) in biases, g["lr_scale"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
     assert scales == {(False, 0.5, 5e-4), (False, 0.5, 0.0), (True, 4.0, 0.0), (False, 1.0, 5e-4), (False, 1.0, 0.0)}

@@ -151,13 +151,13 @@ def test_the_schedule_keeps_each_groups_ratio():
                       schedule__name="cosine")
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, bias=False), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
                                 torch.nn.Linear(4, 2))
-    optimizer = builders.build_optimizer(model, cfg, cfg.optim.lr, torch.device("cpu"))
+    optimizer = builders.build_optimizer(model, cfg.optim, cfg.optim.lr, torch.device("cpu"))
     shapes = [(g["lr_scale"], g["weight_decay"], [tuple(p.shape) for p in g["params"]]) for g in optimizer.param_groups]
     assert shapes == [(0.1, cfg.optim.weight_decay, [(4, 1, 3, 3)]), (1.0, cfg.optim.weight_decay, [(2, 4)]),
                       (0.1, 0.0, [(4,), (4,)]), (1.0, 0.0, [(2,)])]
     lr = LRSchedule(cfg.schedule, cfg.optim.lr, 100).apply(optimizer, 30)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.1 * lr, lr, 0.1 * lr, lr])
-    plain = builders.build_optimizer(model, tiny_config(".", None), 0.05, torch.device("cpu"))
+    plain = builders.build_optimizer(model, tiny_config(".", None).optim, 0.05, torch.device("cpu"))
     assert "lr_scale" not in plain.param_groups[0]  # scale 1: the optimizer state looks as before
 
 

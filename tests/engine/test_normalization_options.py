@@ -11,11 +11,12 @@ import yaml
 from support.enginekit import tiny_config
 
 from resnetlab.engine import builders
-from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
+from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.config import load_config
-from resnetlab.engine.evaluate import evaluate
-from resnetlab.engine.export import with_preprocessing
 from resnetlab.engine.trainer import train
+from resnetlab.inference.evaluate import evaluate
+from resnetlab.inference.export import with_preprocessing
+from resnetlab.inference.loading import load_checkpoint
 
 pytestmark = pytest.mark.numeric
 

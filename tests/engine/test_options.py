@@ -8,7 +8,7 @@ from support.enginekit import read_rows, tiny_config
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from resnetlab.engine import builders, trainer
+from resnetlab.engine import builders, devices, trainer
 from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.trainer import train
 from resnetlab.errors import UserError
@@ -83,7 +83,7 @@ def test_label_smoothing_changes_the_loss(tiny_root, tmp_path):
 def _optimizer(**overrides) -> torch.optim.Optimizer:
     cfg = tiny_config(".", None, **overrides)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
-    return builders.build_optimizer(model, cfg, cfg.optim.lr, torch.device("cpu"))
+    return builders.build_optimizer(model, cfg.optim, cfg.optim.lr, torch.device("cpu"))
 
 
 def test_optimizer_choices_and_their_settings():
@@ -114,11 +114,11 @@ def test_amp_changes_the_arithmetic_and_fp16_scales_the_loss(tiny_root, tmp_path
     assert not torch.equal(fp32, bf16)
     train(tiny_config(tiny_root, tmp_path / "fp16", train__iters=2, train__amp="fp16"))
     assert _last(tmp_path / "fp16")["scaler"]["scale"] > 0 and _last(tmp_path / "fp32")["scaler"] == {}  # fp16 scales
-    native = torch.bfloat16 if builders.native_bf16_cpu() else None  # AMX/AVX512_BF16 kernels: bf16, else none
-    assert builders.amp_dtype("auto", torch.device("cpu")) is native
-    monkeypatch.setattr(builders, "native_bf16_cpu", lambda: False)
-    assert builders.amp_dtype("auto", torch.device("cpu")) is None  # auto: no autocast on a CPU that emulates bf16
-    assert builders.amp_dtype("fp16", torch.device("cpu")) is torch.float16
+    native = torch.bfloat16 if devices.native_bf16_cpu() else None  # AMX/AVX512_BF16 kernels: bf16, else none
+    assert devices.amp_dtype("auto", torch.device("cpu")) is native
+    monkeypatch.setattr(devices, "native_bf16_cpu", lambda: False)
+    assert devices.amp_dtype("auto", torch.device("cpu")) is None  # auto: no autocast on a CPU that emulates bf16
+    assert devices.amp_dtype("fp16", torch.device("cpu")) is torch.float16
 
 
 def test_channels_last_reaches_the_model(tiny_root, tmp_path):
@@ -156,7 +156,7 @@ def test_deterministic_and_threads_hold_during_training_and_are_restored(tiny_ro
         handle.remove()
     assert seen == [(True, 1), (False, 1)]
     assert (torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()) == (False, 2)
-    assert builders.configure_threads(0) == builders.physical_cores() == torch.get_num_threads()
+    assert devices.configure_threads(0) == devices.physical_cores() == torch.get_num_threads()
     torch.set_num_threads(2)
 
 
@@ -167,31 +167,13 @@ def test_same_seed_same_weights_other_seed_other_weights(tiny_root, tmp_path):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch):
-    def machine(cuda: bool, mps: bool) -> None:
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
-
-    machine(cuda=True, mps=True)
-    assert builders.select_device("auto", local_rank=3) == torch.device("cuda", 1)
-    machine(cuda=False, mps=True)
-    assert builders.select_device("auto") == torch.device("mps")
-    machine(cuda=False, mps=False)
-    assert builders.select_device("auto") == torch.device("cpu")
-    with pytest.raises(UserError, match="no CUDA"):
-        builders.select_device("cuda")
-    with pytest.raises(UserError, match="MPS"):
-        builders.select_device("mps")
-
-
 # ------------------------------------------------------------------------------------- data and model
 
 
 def test_data_options_reach_the_loader_and_the_checkpoint(tiny_root, tmp_path):
     cfg = tiny_config(tiny_root, None, data__crop_padding=3, data__flip=True, data__translate=1, data__cutout=4,
                       data__resize=16)
-    train_aug, eval_aug = builders.augment_config(cfg, train=True), builders.augment_config(cfg, train=False)
+    train_aug, eval_aug = builders.augment_config(cfg.data, train=True), builders.augment_config(cfg.data, train=False)
     assert (train_aug.crop_padding, train_aug.flip, train_aug.translate, train_aug.cutout, train_aug.resize) == (
         3, True, 1, 4, 16)
     assert eval_aug.resize == 16 and not eval_aug.random
@@ -204,14 +186,15 @@ def test_data_options_reach_the_loader_and_the_checkpoint(tiny_root, tmp_path):
 
 def test_model_options_reach_create_model(tiny_root):
     def model(**kw):
-        return builders.build_model(tiny_config(tiny_root, None, **kw), in_chans=1, num_classes=10)
+        return builders.build_model(tiny_config(tiny_root, None, **kw).model, in_chans=1, num_classes=10)
 
     params = {s: sum(p.numel() for p in model(model__shortcut=s).parameters()) for s in "AB"}
     assert params["B"] > params["A"] == 269434  # option B adds 1x1 projections
     zero = model(model__zero_init_residual=True)
     assert all(float(m.bn2.weight.detach().abs().sum()) == 0 for m in zero.modules() if hasattr(m, "bn2"))
-    assert builders.model_options(tiny_config(tiny_root, None, model__stem="cifar")) == {"stem": "cifar"}
-    assert builders.model_options(tiny_config(tiny_root, None, model__options="{shortcut: B}")) == {"shortcut": "B"}
+    assert builders.model_options(tiny_config(tiny_root, None, model__stem="cifar").model) == {"stem": "cifar"}
+    options = tiny_config(tiny_root, None, model__options="{shortcut: B}").model
+    assert builders.model_options(options) == {"shortcut": "B"}
 
 
 def test_image_size_channels_and_eval_batch_size(tiny_root):

@@ -9,7 +9,7 @@ from support.enginekit import tiny_config, train_until_stopped
 
 from resnetlab.data import AugmentConfig, ImageSet, Loader
 from resnetlab.data.augment import FLIP
-from resnetlab.engine import builders
+from resnetlab.engine import devices
 from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.evaluate import evaluate_model, tta_views
 from resnetlab.engine.trainer import train
@@ -19,23 +19,11 @@ from resnetlab.models import create_model
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
 
 
-@pytest.mark.parametrize(("flags", "capability", "env", "native"), [
-    ({"avx512f", "avx512_bf16"}, "AVX512", {}, True),
-    ({"amx_bf16"}, "AVX512", {"ONEDNN_MAX_CPU_ISA": "avx512_core_amx"}, True),
-    ({"avx512f", "avx512_bf16"}, "AVX512", {"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),  # oneDNN would emulate bf16
-    ({"avx512f", "avx512_bf16"}, "AVX2", {}, False),  # ATEN_CPU_CAPABILITY=avx2
-    ({"avx2", "fma"}, "AVX2", {}, False),  # an AVX2-only EPYC
-    ({"avx512f"}, "AVX512", {}, False),  # AVX-512 without bf16
-])
-def test_bf16_is_native_only_where_the_kernels_that_run_have_it(flags, capability, env, native):
-    assert builders.native_bf16_cpu(flags, capability, env) is native
-
-
 def test_auto_amp_follows_the_cpu_and_is_recorded(tiny_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(builders, "native_bf16_cpu", lambda: True)
-    assert builders.amp_dtype("auto", torch.device("cpu")) is torch.bfloat16
-    monkeypatch.setattr(builders, "native_bf16_cpu", lambda: False)
-    assert builders.amp_dtype("auto", torch.device("cpu")) is None
+    monkeypatch.setattr(devices, "native_bf16_cpu", lambda: True)
+    assert devices.amp_dtype("auto", torch.device("cpu")) is torch.bfloat16
+    monkeypatch.setattr(devices, "native_bf16_cpu", lambda: False)
+    assert devices.amp_dtype("auto", torch.device("cpu")) is None
     summary = train(tiny_config(tiny_root, tmp_path / "run", train__iters=2)).summary
     assert summary["amp"] == "off" and summary["provenance"]["amp"] == "off" and summary["compile"] is False
 

@@ -9,10 +9,11 @@ import torch
 from support.enginekit import read_rows, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
+from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.config import load_config
-from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.trainer import train
+from resnetlab.inference.evaluate import evaluate
+from resnetlab.inference.loading import load_checkpoint
 from resnetlab.models import create_model
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
@@ -67,16 +68,6 @@ def test_tensorboard_events_hold_the_logged_scalars(base_run):
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [r["step"] for r in rows]
         assert [e.value for e in events] == pytest.approx([r[key] for r in rows], rel=1e-6)
-
-
-def test_load_checkpoint_gives_an_inference_model_and_its_info(base_run, tiny_root):
-    model, info = load_checkpoint(base_run)  # a run directory means its best.pt
-    assert not model.training and next(model.parameters()).device.type == "cpu"
-    assert info["classes"][:4] == ["0", "1", "2", "3"] and info["in_chans"] == 1 and info["image_size"] == 12
-    assert len(info["normalization"]["mean"]) == 1 and info["config"]["model"]["name"] == "resnet20"
-    best = read_checkpoint(base_run / "checkpoints" / "best.pt")
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, best["model"][name])
 
 
 def test_the_test_of_a_mixed_precision_run_is_what_evaluate_gives(tiny_root, tmp_path):
@@ -143,8 +134,7 @@ def test_progress_bar_on_a_terminal(tiny_root, tmp_path, monkeypatch, capsys):
 
 def test_public_api_exports():
     import resnetlab
-    from resnetlab.engine.evaluate import evaluate
-    from resnetlab.engine.predict import predict
+    from resnetlab.inference.predict import predict
 
     assert resnetlab.train is train and resnetlab.load_checkpoint is load_checkpoint and resnetlab.predict is predict
     assert resnetlab.evaluate is evaluate and resnetlab.load_config("fmnist-fast", []).recipe == "fmnist-fast"

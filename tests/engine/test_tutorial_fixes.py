@@ -11,9 +11,9 @@ import yaml
 from support.enginekit import tiny_config
 
 from resnetlab.engine import builders
-from resnetlab.engine.evaluate import evaluate
 from resnetlab.engine.trainer import train
 from resnetlab.errors import UserError
+from resnetlab.inference.evaluate import evaluate
 from resnetlab.reports.report import write_report
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnetlab.engine.checkpoint import load_checkpoint
 from resnetlab.engine.config import load_config
 from resnetlab.engine.trainer import train
+from resnetlab.inference.loading import load_checkpoint
 from resnetlab.reports import explain as explain_module
 from resnetlab.reports.explain import explain, explain_images
 

@@ -84,17 +84,16 @@ class BatchTransform:
         image_shape: (C, H, W) of the stored images.
         device: where the batches are.
         channels_last: return channels_last tensors (faster convolutions on GPUs and recent CPUs).
-        pixel_mean: a C x H x W mean that replaces `mean` (the paper's per-pixel mean subtraction).
     """
 
     def __init__(self, augment: AugmentConfig | None, *, mean: Sequence[float] | torch.Tensor,
                  std: Sequence[float] | torch.Tensor, image_shape: Sequence[int], device: str | torch.device = "cpu",
-                 channels_last: bool = True, pixel_mean: torch.Tensor | None = None) -> None:
+                 channels_last: bool = True) -> None:
         self.augment = augment
         self.channels, self.height, self.width = (int(s) for s in image_shape)
         self.device = torch.device(device)
         self.channels_last = channels_last
-        scale, offset = self._affine(_as_float64(pixel_mean if pixel_mean is not None else mean), _as_float64(std))
+        scale, offset = self._affine(_as_float64(mean), _as_float64(std))
         self.scale = scale.to(self.device)  # (H, W, C) float32
         self.offset = offset.to(self.device)  # (H, W, C) float32
         self._scratch: dict = {}  # padded buffers reused between batches (see augment.shift)
@@ -205,7 +204,6 @@ class Loader:
         seed: the run's seed; the order and the augmentation derive from it.
         rank, world_size: this process's share of each batch in DDP.
         channels_last: return channels_last tensors.
-        pixel_mean: a C x H x W mean that replaces `mean`.
         mix: Mixup/CutMix (mixing.py), or None.
     """
 
@@ -213,7 +211,7 @@ class Loader:
                  augment: AugmentConfig | None = None, mean: Sequence[float] | torch.Tensor,
                  std: Sequence[float] | torch.Tensor, device: str | torch.device = "cpu", seed: int = 0,
                  rank: int = 0, world_size: int = 1, channels_last: bool = True,
-                 pixel_mean: torch.Tensor | None = None, mix: MixConfig | None = None) -> None:
+                 mix: MixConfig | None = None) -> None:
         _check_batching(len(imageset), batch_size, drop_last, rank, world_size)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -230,7 +228,7 @@ class Loader:
             derive_seed(_FLIP_STREAM, seed))) if augment is not None and augment.flip == "alternate"
             else None)
         self.transform = BatchTransform(augment, mean=mean, std=std, image_shape=imageset.images.shape[1:],
-                                        device=self.device, channels_last=channels_last, pixel_mean=pixel_mean)
+                                        device=self.device, channels_last=channels_last)
         self._epoch = 0
         self._batch = 0  # index of the next batch of the current epoch
 

@@ -1,4 +1,6 @@
-"""The training engine: config and recipes, the training loop, checkpoints, evaluation.
+"""The training engine: config and recipes, the training loop, the checkpoint format, the evaluation loop.
+
+Using a finished run (loading its model, evaluate, predict, export) is `resnetlab.inference`, one layer up.
 
 Exports are resolved lazily, so that `resnetlab train --print-config` does not import the whole stack.
 """
@@ -14,17 +16,15 @@ _EXPORTS = {
     "load_config": "resnetlab.engine.config",
     "format_config": "resnetlab.engine.config",
     "list_recipes": "resnetlab.engine.config",
-    "load_checkpoint": "resnetlab.engine.checkpoint",
     "read_checkpoint": "resnetlab.engine.checkpoint",
 }
 
 __all__ = [
-    "Config", "RunResult", "format_config", "list_recipes", "load_checkpoint", "load_config",
-    "read_checkpoint", "train",
+    "Config", "RunResult", "format_config", "list_recipes", "load_config", "read_checkpoint", "train",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from resnetlab.engine.checkpoint import load_checkpoint, read_checkpoint
+    from resnetlab.engine.checkpoint import read_checkpoint
     from resnetlab.engine.config import Config, format_config, list_recipes, load_config
     from resnetlab.engine.trainer import RunResult, train
 

@@ -1,6 +1,8 @@
-"""Turn a Config into the run's objects: device, data splits, loaders, model, optimizer.
+"""Turn a Config into the run's objects: data splits, loaders, model, optimizer.
 
-This is the one place that decides the device, the CPU thread count and the mixed-precision dtype.
+Each builder takes the config section it needs (`cfg.data`, `cfg.model`, `cfg.optim`), or the whole Config where
+it combines sections (the batch under DDP, the loader, the splits and their normalization). The device, threads and
+mixed precision are decided in devices.py.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ import contextlib
 import contextvars
 import inspect
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from resnetlab.data import (
     split_train_val,
 )
 from resnetlab.data.mixing import MixConfig
-from resnetlab.engine.config import Config, DataConfig
+from resnetlab.engine.config import Config, DataConfig, ModelConfig, OptimConfig
 from resnetlab.engine.distributed import DistEnv, convert_sync_batchnorm, in_turn
 from resnetlab.engine.param_groups import bn_bias_groups, discriminative_groups
 from resnetlab.engine.weights import weights_normalization
@@ -72,139 +73,11 @@ class Datasets:
         return int(self.train.images.shape[-1])
 
 
-# ------------------------------------------------------------------------------------------- device
-
-
-def select_device(name: str, local_rank: int = 0) -> torch.device:
-    """The device for `train.device`: auto = cuda, then mps, then cpu; a missing one is a UserError."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
-    if name == "cuda":
-        if not cuda:
-            raise UserError("train.device=cuda but no CUDA GPU is visible; use --device cpu or auto")
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "mps" and not mps:
-        raise UserError("train.device=mps but the MPS backend is not available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `train.amp` on `device`, or None for full precision.
-
-    auto = bf16 on CUDA GPUs that support it, fp16 on older ones (with a GradScaler), bf16 on CPUs whose kernels
-    run it natively (`native_bf16_cpu`), float32 elsewhere: a CPU that emulates bf16 runs autocast slower than
-    float32.
-    """
-    if mode == "off":
-        return None
-    if mode == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if device.type == "cpu" and native_bf16_cpu() else None
-    return torch.bfloat16 if mode == "bf16" else torch.float16
-
-
-# oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) that still include its native bf16 kernels (AVX512_BF16 or AMX).
-_ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
-                     "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
-                     "ALL", "DEFAULT")
-
-
-def native_bf16_cpu(flags: set[str] | None = None, capability: str | None = None,
-                    environ: dict[str, str] | None = None) -> bool:
-    """Whether the CPU kernels that will actually run do bf16 natively (AVX512_BF16 or AMX), not emulated.
-
-    All three must hold: the CPU has the instructions (its flags), PyTorch's own kernels are allowed AVX-512
-    (`torch.backends.cpu.get_cpu_capability()`, which ATEN_CPU_CAPABILITY=avx2 lowers), and oneDNN's are allowed
-    an ISA with bf16 (ONEDNN_MAX_CPU_ISA=AVX2 leaves the flags saying bf16 while oneDNN emulates it). Measured on
-    an AMD EPYC with avx512_bf16: bf16 matmuls at 2.5x the fp32 rate, and resnet20 training steps at 1.4x.
-    """
-    flags = cpu_flags() if flags is None else flags
-    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
-    env = os.environ if environ is None else environ
-    limit = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
-    hardware = "avx512_bf16" in flags or "amx_bf16" in flags
-    return hardware and capability.upper().startswith("AVX512") and limit in _ONEDNN_BF16_ISAS
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
-
-
-def amp_name(dtype: torch.dtype | None) -> str:
-    """How a resolved autocast dtype is written in summaries and provenance: bf16, fp16 or off."""
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "off") if dtype is not None else "off"
-
-
-def use_compile(mode: bool | str, device: torch.device) -> bool:
-    """Whether to torch.compile the model for `train.compile` (auto = on CUDA only; a mode's name = on).
-
-    On CUDA, compiling fuses the BatchNorm/ReLU/add kernels and pays back its warm-up within minutes. On a
-    2-core AMD EPYC CPU it did not: ResNet-20 took about the same CPU time per image compiled as eager
-    (oneDNN's convolutions are 80% of a step either way) after 15-100 s of compilation (bench/throughput.py).
-    """
-    if mode == "auto":
-        return device.type == "cuda"
-    return bool(mode)
-
-
-def compile_mode(mode: bool | str) -> str | None:
-    """The `torch.compile` mode of `train.compile`: reduce-overhead or max-autotune, else None (torch's default)."""
-    return mode if mode in ("reduce-overhead", "max-autotune") else None
-
-
-def physical_cores() -> int:
-    """Physical CPU cores available to this process (hyper-threads slow convolutions down)."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return available
-    cores = set()
-    physical = core = ""
-    for line in text.splitlines() + [""]:
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "physical id":
-            physical = value.strip()
-        elif key == "core id":
-            core = value.strip()
-        elif not key and core:
-            cores.add((physical, core))
-            physical = core = ""
-    return max(1, min(available, len(cores) or available))
-
-
-def configure_threads(threads: int, local_world_size: int = 1) -> int:
-    """Set torch's intra-op threads (0 = physical cores shared among the local processes); returns it."""
-    n = threads or max(1, physical_cores() // max(1, local_world_size))
-    torch.set_num_threads(n)
-    return n
-
-
 # --------------------------------------------------------------------------------------------- data
 
 
-def run_dir_of(cfg: Config) -> Path:
-    """The run directory `train.out_dir` (--out), checked to be usable as a folder."""
-    if not cfg.train.out_dir:
-        raise UserError("train.out_dir (--out RUN_DIR) is required: where checkpoints, metrics and summary go")
-    run_dir = Path(cfg.train.out_dir).expanduser()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} is a file; give a folder for the run")
-    return run_dir
-
-
-def load_split(cfg: Config, split: str) -> ImageSet:
-    """One official split of the config's data set, loaded as the run loads it (size, channels, classes)."""
-    d = cfg.data
+def load_split(d: DataConfig, split: str) -> ImageSet:
+    """One official split of the data set of `data.*`, loaded as the run loads it (size, channels, classes)."""
     if d.root is not None and Path(d.root).expanduser().exists() and not Path(d.root).expanduser().is_dir():
         raise UserError(f"--data-dir {d.root} is a file; give the folder that holds the data set")
     key = (d.name, d.root, split, d.image_size, d.channels, d.coarse)
@@ -235,9 +108,9 @@ def shared_splits() -> Iterator[None]:
         _SPLITS.reset(token)
 
 
-def load_test(cfg: Config) -> ImageSet:
+def load_test(d: DataConfig) -> ImageSet:
     """The official test split as the run tests on it: all of it, or `data.test_size` images of it."""
-    return subsample(load_split(cfg, "test"), cfg.data.test_size, TEST_SUBSET_SEED, "data.test_size")
+    return subsample(load_split(d, "test"), d.test_size, TEST_SUBSET_SEED, "data.test_size")
 
 
 def subsample(imageset: ImageSet, size: int | float | None, seed: int, key: str) -> ImageSet:
@@ -263,12 +136,12 @@ def build_data(cfg: Config, env: DistEnv | None = None, *, with_test: bool = Tru
     """
     d = cfg.data
     with in_turn(env or DistEnv(), enabled=d.download):  # never two downloads into one folder at once
-        full_train = load_split(cfg, "train")
+        full_train = load_split(d, "train")
         if len(full_train.classes) < 2:  # it would train a "100%" classifier of one class
             raise UserError(f"{d.name} has one class ({full_train.classes[0]}); a classifier needs images of two or "
                             "more classes (an image folder: one folder per class)")
-        test = load_test(cfg) if with_test else None
-        own_val = load_split(cfg, "val") if has_val_folder(d.name) and d.val_size is None else None
+        test = load_test(d) if with_test else None
+        own_val = load_split(d, "val") if has_val_folder(d.name) and d.val_size is None else None
     if own_val is not None:
         train, val = full_train, own_val
     else:
@@ -352,9 +225,8 @@ def scaled_lr(cfg: Config, world_size: int) -> float:
     return cfg.optim.lr * global_batch(cfg, world_size) / cfg.data.batch_size
 
 
-def augment_config(cfg: Config, *, train: bool) -> AugmentConfig | None:
+def augment_config(d: DataConfig, *, train: bool) -> AugmentConfig | None:
     """The batched augmentation for training, or just the resize (if any) for evaluation."""
-    d = cfg.data
     if train:
         return AugmentConfig(crop_padding=d.crop_padding, flip=d.flip, translate=d.translate, cutout=d.cutout,
                              resize=d.resize, auto_augment=d.auto_augment, randaugment_ops=d.randaugment_ops,
@@ -363,9 +235,8 @@ def augment_config(cfg: Config, *, train: bool) -> AugmentConfig | None:
     return AugmentConfig(resize=d.resize, resize_mode=d.resize_mode) if d.resize else None
 
 
-def mix_config(cfg: Config) -> MixConfig | None:
+def mix_config(d: DataConfig) -> MixConfig | None:
     """Mixup/CutMix of the training batches (data.mixup_alpha, cutmix_alpha, mix_prob, mix_switch_prob), or None."""
-    d = cfg.data
     mix = MixConfig(mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha, prob=d.mix_prob,
                     switch_prob=d.mix_switch_prob)
     return mix if mix.enabled else None
@@ -398,10 +269,10 @@ def make_loader(imageset: ImageSet, cfg: Config, *, train: bool, device: torch.d
     # The Loader takes the global batch; each rank takes its slice, so samples do not depend on world_size.
     batch = global_batch(cfg, world_size) if train else eval_batch(cfg, world_size)
     drop_last = train and drops_last_batch(cfg.data.drop_last, len(imageset), batch, world_size)
-    return Loader(imageset, batch, shuffle=train, drop_last=drop_last, augment=augment_config(cfg, train=train),
+    return Loader(imageset, batch, shuffle=train, drop_last=drop_last, augment=augment_config(cfg.data, train=train),
                   mean=normalization["mean"], std=normalization["std"], device=device, seed=cfg.train.seed,
                   rank=rank, world_size=world_size, channels_last=cfg.train.channels_last,
-                  mix=mix_config(cfg) if train else None)
+                  mix=mix_config(cfg.data) if train else None)
 
 
 def drops_last_batch(mode: bool | str, n: int, batch: int, world_size: int = 1) -> bool:
@@ -431,9 +302,8 @@ def drops_last_batch(mode: bool | str, n: int, batch: int, world_size: int = 1) 
 # -------------------------------------------------------------------------------------------- model
 
 
-def model_options(cfg: Config) -> dict[str, Any]:
+def model_options(m: ModelConfig) -> dict[str, Any]:
     """create_model keywords from model.* (unset options are left to the model's defaults)."""
-    m = cfg.model
     options = dict(m.options)
     if m.shortcut is not None:
         options["shortcut"] = m.shortcut
@@ -444,11 +314,14 @@ def model_options(cfg: Config) -> dict[str, Any]:
     return options
 
 
-def check_user_options(cfg: Config, keys: Sequence[str]) -> None:
+def _accepted_options(name: str) -> set[str]:
+    return set(inspect.signature(get_builder(name)).parameters) - {"num_classes", "in_chans"}
+
+
+def check_user_options(m: ModelConfig, keys: Sequence[str]) -> None:
     """Refuse a model option the user set (the dotted `keys` of their --set overrides) that model.name does not take:
     dropping it with "the recipe set it" (`drop_foreign_options`) is right only for what a recipe set."""
-    accepted = set(inspect.signature(get_builder(cfg.model.name)).parameters) - {"num_classes", "in_chans"}
-    m = cfg.model
+    accepted = _accepted_options(m.name)
     for key in keys:
         if key == "model.options" or key.startswith("model.options."):
             names = list(m.options) if key == "model.options" else [key.split(".", 2)[2]]
@@ -462,14 +335,13 @@ def check_user_options(cfg: Config, keys: Sequence[str]) -> None:
             raise UserError(f"{m.name} takes no option {foreign[0]!r} (set by {key}); it takes: {takes}")
 
 
-def drop_foreign_options(cfg: Config) -> Config:
-    """`cfg` without the model options that model.name does not take, each dropped with a one-line note.
+def drop_foreign_options(m: ModelConfig) -> None:
+    """Drop from model.* (in place) the options that model.name does not take, each with a one-line note.
 
     A recipe's options belong to its own model: `--recipe seed000-cifar10 --model plain20` must not fail on the
     recipe's `shortcut: B`, which a plain net does not have.
     """
-    accepted = set(inspect.signature(get_builder(cfg.model.name)).parameters) - {"num_classes", "in_chans"}
-    m = cfg.model
+    accepted = _accepted_options(m.name)
     dropped = [f"{key}={value}" for key, value in m.options.items() if key not in accepted]
     m.options = {key: value for key, value in m.options.items() if key in accepted}
     for key, default in (("shortcut", None), ("stem", None), ("zero_init_residual", False)):
@@ -478,13 +350,11 @@ def drop_foreign_options(cfg: Config) -> Config:
             setattr(m, key, default)
     if dropped:
         log.info("%s takes no %s; dropped (the recipe set it for another model)", m.name, ", ".join(dropped))
-    return cfg
 
 
-def build_model(cfg: Config, *, in_chans: int, num_classes: int) -> nn.Module:
+def build_model(m: ModelConfig, *, in_chans: int, num_classes: int) -> nn.Module:
     """The zoo model named by model.name for this data, starting from model.weights when set."""
-    return create_model(cfg.model.name, num_classes=num_classes, in_chans=in_chans, weights=cfg.model.weights,
-                        **model_options(cfg))
+    return create_model(m.name, num_classes=num_classes, in_chans=in_chans, weights=m.weights, **model_options(m))
 
 
 def place_model(net: nn.Module, cfg: Config, env: DistEnv, device: torch.device) -> nn.Module:
@@ -493,14 +363,13 @@ def place_model(net: nn.Module, cfg: Config, env: DistEnv, device: torch.device)
     return convert_sync_batchnorm(net, env, device, cfg.dist.sync_bn)
 
 
-def build_optimizer(model: nn.Module, cfg: Config, lr: float, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, o: OptimConfig, lr: float, device: torch.device) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW; optional no weight decay on BatchNorm parameters and biases, and
     the BatchNorm biases at optim.bn_bias_lr_scale x and the backbone at optim.backbone_lr_scale x the classifier's
     lr (each group's `lr_scale`).
 
     Uses the fused kernels on CUDA and the multi-tensor (foreach) ones elsewhere.
     """
-    o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
     if o.no_weight_decay_bn_bias:
         # BN scales/shifts and biases are all the 1-d parameters; decaying them only fights normalization.

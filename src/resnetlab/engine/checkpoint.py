@@ -1,5 +1,7 @@
 """One checkpoint format: a dict of tensors and plain Python values, written atomically.
 
+This module is the file format only: the model of a checkpoint is built by `resnetlab.inference.loading`.
+
 Only tensors and plain values go in, so `torch.load(weights_only=True)` reads it: loading a checkpoint
 never runs code. The file carries the SHA-256 of what torch.save wrote (models/integrity.py), checked on every
 read before anything is unpickled: a changed byte is a one-line error naming the file.
@@ -19,11 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from resnetlab.engine.builders import build_model
-from resnetlab.engine.config import config_from_dict
-from resnetlab.engine.rundir import atomic_write
+from resnetlab.engine.rundir import BEST, CHECKPOINTS, atomic_write
 from resnetlab.errors import UserError
 from resnetlab.models.integrity import seal, verify
 from resnetlab.models.registry import unreadable_reason
@@ -50,54 +49,32 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises:
         UserError: the file is missing, truncated, corrupt or not a resnetlab checkpoint.
     """
+    return read_checkpoint_and_digest(path)[0]
+
+
+def read_checkpoint_and_digest(path: str | Path) -> tuple[dict[str, Any], str | None]:
+    """`read_checkpoint`, and the SHA-256 of the file's bytes that its integrity check computed (None for a file
+    written before checkpoints were sealed): what an evaluation records about the file it scored."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"checkpoint {path} is a directory; pass a .pt file (or the run directory where a run "
                         "directory is accepted)")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
-    verify(path)  # a changed byte is an error naming the file, before anything is unpickled
+    # a changed byte is an error naming the file, before anything is unpickled
+    digest = verify(path, instead=f"use another one (e.g. {CHECKPOINTS}/{BEST}) or retrain")
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zipfile/pickle/EOF/RuntimeError all mean "not a readable checkpoint"
-        raise UserError(unreadable_reason(path, exc, "resnetlab checkpoint", "use another one (e.g. "
-                                          "checkpoints/best.pt, or --resume-from it) or retrain")) from None
+        raise UserError(unreadable_reason(path, exc, "resnetlab checkpoint", f"use another one (e.g. "
+                                          f"{CHECKPOINTS}/{BEST}, or --resume-from it) or retrain")) from None
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise UserError(f"{path} is not a resnetlab checkpoint (a state dict alone goes to --weights)")
     if state["format_version"] > FORMAT_VERSION:
         raise UserError(f"{path} has checkpoint format {state['format_version']}; upgrade resnetlab to read it")
-    return state
-
-
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The model of a checkpoint, ready for inference, and what to know about it.
-
-    Args:
-        path: a checkpoint file, or a run directory (its checkpoints/best.pt).
-
-    Returns:
-        (model in eval mode on the CPU, info) where info holds classes, normalization ({mean, std}),
-        config (nested dict), in_chans, image_size, num_classes, step, epoch and best.
-    """
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "best.pt"
-    state = read_checkpoint(path)
-    cfg = config_from_dict(state["config"])
-    cfg.model.weights = None  # the checkpoint's own weights replace whatever the run started from
-    model = build_model(cfg, in_chans=state["in_chans"], num_classes=state["num_classes"])
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise UserError(f"{path} does not match model {cfg.model.name} ({str(exc).splitlines()[0]})") from None
-    model.eval()
-    info = {key: state.get(key) for key in ("classes", "normalization", "config", "in_chans", "image_size",
-                                            "num_classes", "step", "epoch", "best")}
-    info["path"] = str(path)
-    return model, info
+    return state, digest
 
 
 # ------------------------------------------------------------------------------------------------ RNG

@@ -497,96 +497,116 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Refuse impossible settings up front with one line that says what to do."""
-    o, s, t, d = cfg.optim, cfg.schedule, cfg.train, cfg.data
-    _check(0 < o.lr < MAX_LR, f"optim.lr must be positive and below {MAX_LR:g}; got {o.lr}")
-    _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1); got {o.momentum}")
-    _check(not o.nesterov or (o.name == "sgd" and o.momentum > 0), "optim.nesterov needs optim.name=sgd, momentum > 0")
-    _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {o.weight_decay}")
-    _check(o.eps > 0, f"optim.eps must be a small positive number (e.g. 1e-8); got {o.eps}")
-    betas_ok = len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas)
-    _check(betas_ok, f"optim.betas must be two numbers in [0, 1); got {o.betas}")
-    _check(d.batch_size >= 1, f"data.batch_size must be at least 1; got {d.batch_size}")
-    _check(d.val_size is None or d.val_size >= 0,
-           f"data.val_size must be a count, a fraction in (0, 1), 0 (no validation split) or null; got {d.val_size}")
-    _check(d.val_size is None or d.val_size < 1 or float(d.val_size).is_integer(),
-           f"data.val_size must be a whole number of images or a fraction in (0, 1); got {d.val_size}")
+    _validate_optim(cfg.optim)
+    _validate_data(cfg.data)
+    _check(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
+    _validate_train(cfg.train)
+    _validate_techniques(cfg)
+    _check(cfg.dist.timeout_s >= 1, f"dist.timeout_s must be at least 1; got {cfg.dist.timeout_s}")
+    _validate_schedule(cfg.schedule)
+
+
+def _validate_optim(optim: OptimConfig) -> None:
+    _check(0 < optim.lr < MAX_LR, f"optim.lr must be positive and below {MAX_LR:g}; got {optim.lr}")
+    _check(0 <= optim.momentum < 1, f"optim.momentum must be in [0, 1); got {optim.momentum}")
+    _check(not optim.nesterov or (optim.name == "sgd" and optim.momentum > 0),
+           "optim.nesterov needs optim.name=sgd, momentum > 0")
+    _check(optim.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {optim.weight_decay}")
+    _check(optim.eps > 0, f"optim.eps must be a small positive number (e.g. 1e-8); got {optim.eps}")
+    betas_ok = len(optim.betas) == 2 and all(0 <= b < 1 for b in optim.betas)
+    _check(betas_ok, f"optim.betas must be two numbers in [0, 1); got {optim.betas}")
+
+
+def _validate_data(data: DataConfig) -> None:
+    _check(data.batch_size >= 1, f"data.batch_size must be at least 1; got {data.batch_size}")
+    _check(data.val_size is None or data.val_size >= 0, "data.val_size must be a count, a fraction in (0, 1), 0 (no "
+           f"validation split) or null; got {data.val_size}")
+    _check(data.val_size is None or data.val_size < 1 or float(data.val_size).is_integer(),
+           f"data.val_size must be a whole number of images or a fraction in (0, 1); got {data.val_size}")
     for key in ("train_size", "test_size"):
-        value = getattr(d, key)
+        value = getattr(data, key)
         _check(value is None or (value > 0 and (value < 1 or float(value).is_integer())),
                f"data.{key} must be a positive whole number of images, a fraction in (0, 1) or null (all); got {value}")
     for key in ("crop_padding", "translate", "cutout"):
-        _check(getattr(d, key) >= 0, f"data.{key} must be >= 0; got {getattr(d, key)}")
+        _check(getattr(data, key) >= 0, f"data.{key} must be >= 0; got {getattr(data, key)}")
     for key in ("image_size", "resize"):
-        value = getattr(d, key)
+        value = getattr(data, key)
         _check(value is None or value >= 1, f"data.{key} must be a positive size in pixels or null; got {value}")
-    _check(d.channels in (None, 1, 3), f"data.channels must be 1, 3 or null; got {d.channels}")
-    _validate_normalize(d)
-    _check(d.classes is None or len(d.classes) >= 2, f"data.classes must name at least 2 classes (or be null for "
-           f"all); got {d.classes}")
-    _validate_augmentation(d)
-    _check(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
-    _check(t.epochs >= 1 or t.iters >= 1, "train.epochs or train.iters must be at least 1")
-    _check(t.iters >= 0 and t.epochs >= 0, "train.epochs and train.iters must be >= 0")
-    _check(0 <= t.label_smoothing < 1, f"train.label_smoothing must be in [0, 1); got {t.label_smoothing}")
-    _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0 = off, e.g. 0.999); got {t.ema_decay}")
+    _check(data.channels in (None, 1, 3), f"data.channels must be 1, 3 or null; got {data.channels}")
+    _validate_normalize(data)
+    _check(data.classes is None or len(data.classes) >= 2, "data.classes must name at least 2 classes (or be null "
+           f"for all); got {data.classes}")
+    _validate_augmentation(data)
+
+
+def _validate_train(train: TrainConfig) -> None:
+    _check(train.epochs >= 1 or train.iters >= 1, "train.epochs or train.iters must be at least 1")
+    _check(train.iters >= 0 and train.epochs >= 0, "train.epochs and train.iters must be >= 0")
+    _check(0 <= train.label_smoothing < 1, f"train.label_smoothing must be in [0, 1); got {train.label_smoothing}")
+    _check(0 <= train.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0 = off, e.g. 0.999); got {train.ema_decay}")
     for key in ("grad_clip", "eval_every", "top_k", "threads"):
-        _check(getattr(t, key) >= 0, f"train.{key} must be >= 0; got {getattr(t, key)}")
-    _check(t.log_every == "auto" or t.log_every >= 1, f"train.log_every must be auto or at least 1; got {t.log_every}")
-    _check(0 <= t.seed <= MAX_SEED, f"train.seed must be from 0 to {MAX_SEED}; got {t.seed}")
-    _validate_techniques(cfg)
-    _check(cfg.dist.timeout_s >= 1, f"dist.timeout_s must be at least 1; got {cfg.dist.timeout_s}")
-    _validate_schedule(s)
+        _check(getattr(train, key) >= 0, f"train.{key} must be >= 0; got {getattr(train, key)}")
+    _check(train.log_every == "auto" or train.log_every >= 1,
+           f"train.log_every must be auto or at least 1; got {train.log_every}")
+    _check(0 <= train.seed <= MAX_SEED, f"train.seed must be from 0 to {MAX_SEED}; got {train.seed}")
 
 
 def _validate_techniques(cfg: Config) -> None:
     """Gradient accumulation, fine-tuning and early stopping (train.accumulate, freeze_epochs, patience)."""
-    t, d = cfg.train, cfg.data
-    _check(1 <= t.accumulate <= d.batch_size, f"train.accumulate must be from 1 to data.batch_size ({d.batch_size}) "
-           f"micro-batches per step; got {t.accumulate}")
-    _check(t.freeze_epochs >= 0, f"train.freeze_epochs must be >= 0 (0 = no frozen phase); got {t.freeze_epochs}")
+    train, batch_size = cfg.train, cfg.data.batch_size
+    _check(1 <= train.accumulate <= batch_size, f"train.accumulate must be from 1 to data.batch_size ({batch_size}) "
+           f"micro-batches per step; got {train.accumulate}")
+    _check(train.freeze_epochs >= 0, "train.freeze_epochs must be >= 0 (0 = no frozen phase); got "
+           f"{train.freeze_epochs}")
     _check(0 < cfg.optim.backbone_lr_scale <= MAX_LR, "optim.backbone_lr_scale must be positive (e.g. 0.1: the "
            f"backbone at a tenth of the classifier's lr); got {cfg.optim.backbone_lr_scale}")
     _check(0 < cfg.optim.bn_bias_lr_scale <= MAX_LR, "optim.bn_bias_lr_scale must be positive (1 = the lr of the "
            f"other weights); got {cfg.optim.bn_bias_lr_scale}")
-    _check(t.patience >= 0, f"train.patience must be >= 0 (0 = no early stopping); got {t.patience}")
-    _check(t.patience == 0 or d.val_size != 0, "train.patience needs a validation split to watch; set data.val_size "
-           "(e.g. 0.1) or train.patience=0")
+    _check(train.patience >= 0, f"train.patience must be >= 0 (0 = no early stopping); got {train.patience}")
+    _check(train.patience == 0 or cfg.data.val_size != 0, "train.patience needs a validation split to watch; set "
+           "data.val_size (e.g. 0.1) or train.patience=0")
 
 
-def _validate_normalize(d: DataConfig) -> None:
+def _validate_normalize(data: DataConfig) -> None:
     """data.normalize=fixed takes data.mean and data.std (as many values, std positive); the others take neither."""
-    if d.normalize != "fixed":
-        _check(d.mean is None and d.std is None, f"data.mean and data.std are the constants of data.normalize=fixed "
-               f"(data.normalize is {d.normalize}); set data.normalize=fixed, or data.mean=null data.std=null")
+    if data.normalize != "fixed":
+        _check(data.mean is None and data.std is None, "data.mean and data.std are the constants of "
+               f"data.normalize=fixed (data.normalize is {data.normalize}); set data.normalize=fixed, or "
+               "data.mean=null data.std=null")
         return
-    _check(bool(d.mean) and bool(d.std), "data.normalize=fixed needs data.mean and data.std, one value per channel "
-           "(e.g. data.mean=[0.4914,0.4822,0.4465] data.std=[0.2023,0.1994,0.2010])")
-    assert d.mean is not None and d.std is not None
-    _check(len(d.mean) == len(d.std), f"data.mean and data.std need one value per channel each; got {len(d.mean)} "
-           f"and {len(d.std)} values")
-    _check(all(s > 0 for s in d.std), f"data.std must be positive; got {d.std}")
+    _check(bool(data.mean) and bool(data.std), "data.normalize=fixed needs data.mean and data.std, one value per "
+           "channel (e.g. data.mean=[0.4914,0.4822,0.4465] data.std=[0.2023,0.1994,0.2010])")
+    assert data.mean is not None and data.std is not None
+    _check(len(data.mean) == len(data.std), f"data.mean and data.std need one value per channel each; got "
+           f"{len(data.mean)} and {len(data.std)} values")
+    _check(all(value > 0 for value in data.std), f"data.std must be positive; got {data.std}")
 
 
-def _validate_augmentation(d: DataConfig) -> None:
-    _check(d.randaugment_ops >= 0, f"data.randaugment_ops must be >= 0; got {d.randaugment_ops}")
-    _check(0 <= d.randaugment_magnitude <= 30, f"data.randaugment_magnitude must be in 0..30; got "
-           f"{d.randaugment_magnitude}")
+def _validate_augmentation(data: DataConfig) -> None:
+    _check(data.randaugment_ops >= 0, f"data.randaugment_ops must be >= 0; got {data.randaugment_ops}")
+    _check(0 <= data.randaugment_magnitude <= 30, f"data.randaugment_magnitude must be in 0..30; got "
+           f"{data.randaugment_magnitude}")
     for key in ("random_erasing", "mix_prob", "mix_switch_prob"):
-        _check(0 <= getattr(d, key) <= 1, f"data.{key} is a probability and must be in [0, 1]; got {getattr(d, key)}")
+        _check(0 <= getattr(data, key) <= 1,
+               f"data.{key} is a probability and must be in [0, 1]; got {getattr(data, key)}")
     for key in ("mixup_alpha", "cutmix_alpha"):
-        _check(getattr(d, key) >= 0, f"data.{key} must be >= 0 (0 = off); got {getattr(d, key)}")
+        _check(getattr(data, key) >= 0, f"data.{key} must be >= 0 (0 = off); got {getattr(data, key)}")
 
 
-def _validate_schedule(s: ScheduleConfig) -> None:
-    _check(all(m > 0 for m in s.milestones), f"schedule.milestones must be positive; got {s.milestones}")
-    fractions, iterations = [m for m in s.milestones if m < 1], [m for m in s.milestones if m >= 1]
+def _validate_schedule(schedule: ScheduleConfig) -> None:
+    milestones = schedule.milestones
+    _check(all(m > 0 for m in milestones), f"schedule.milestones must be positive; got {milestones}")
+    fractions, iterations = [m for m in milestones if m < 1], [m for m in milestones if m >= 1]
     ordered = fractions == sorted(fractions) and iterations == sorted(iterations)
-    _check(ordered, f"schedule.milestones must increase; got {s.milestones}")
-    _check(s.gamma > 0, f"schedule.gamma must be positive; got {s.gamma}")
-    _check(s.name != "step" or s.step_size > 0, "schedule.name=step needs schedule.step_size > 0 (e.g. 0.2 or 2000)")
-    _check(s.name != "multistep" or s.milestones, "schedule.name=multistep needs schedule.milestones, e.g. [0.5, 0.75]")
-    _check(0 < s.pct_start < 1, f"schedule.pct_start must be in (0, 1); got {s.pct_start}")
-    _check(s.div_factor >= 1 and s.final_div_factor >= 1, "schedule.div_factor and final_div_factor must be >= 1")
-    _check(s.warmup_iters >= 0, f"schedule.warmup_iters must be >= 0; got {s.warmup_iters}")
-    _check(s.warmup_lr >= 0 and s.min_lr >= 0, "schedule.warmup_lr and schedule.min_lr must be >= 0")
-    _check(s.patience >= 0, f"schedule.patience must be >= 0; got {s.patience}")
+    _check(ordered, f"schedule.milestones must increase; got {milestones}")
+    _check(schedule.gamma > 0, f"schedule.gamma must be positive; got {schedule.gamma}")
+    _check(schedule.name != "step" or schedule.step_size > 0,
+           "schedule.name=step needs schedule.step_size > 0 (e.g. 0.2 or 2000)")
+    _check(schedule.name != "multistep" or milestones,
+           "schedule.name=multistep needs schedule.milestones, e.g. [0.5, 0.75]")
+    _check(0 < schedule.pct_start < 1, f"schedule.pct_start must be in (0, 1); got {schedule.pct_start}")
+    _check(schedule.div_factor >= 1 and schedule.final_div_factor >= 1,
+           "schedule.div_factor and final_div_factor must be >= 1")
+    _check(schedule.warmup_iters >= 0, f"schedule.warmup_iters must be >= 0; got {schedule.warmup_iters}")
+    _check(schedule.warmup_lr >= 0 and schedule.min_lr >= 0, "schedule.warmup_lr and schedule.min_lr must be >= 0")
+    _check(schedule.patience >= 0, f"schedule.patience must be >= 0; got {schedule.patience}")

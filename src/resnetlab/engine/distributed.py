@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from resnetlab.engine.rundir import CHECKPOINTS, LAST
 from resnetlab.errors import TrainingFailed, UserError
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def init_distributed(env: DistEnv, device: torch.device, timeout_s: int) -> None
 
     Args:
         env: this process's rank and the world size (`DistEnv.from_environ`).
-        device: this process's device (`builders.select_device(..., env.local_rank)`).
+        device: this process's device (`devices.select_device(..., env.local_rank)`).
         timeout_s: how long any collective may wait for the other ranks before it fails (`dist.timeout_s`).
     """
     if not env.distributed or _initialized():
@@ -238,4 +239,4 @@ def collective_failures(env: DistEnv, timeout_s: int) -> Iterator[None]:
         log.error("rank %d: a collective operation failed (%s): another process died, hung for more than "
                   "dist.timeout_s=%d s, or the network between them failed", env.rank, _failure_reason(exc), timeout_s)
         raise TrainingFailed(f"rank {env.rank} lost contact with the other processes, so the job stops; fix the cause, "
-                             "then run the same command with --resume to continue from checkpoints/last.pt") from exc
+                             f"then run the same command with --resume to continue from {CHECKPOINTS}/{LAST}") from exc

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from resnetlab.data import Loader
-from resnetlab.engine import builders, provenance
+from resnetlab.engine import builders, devices, provenance
 from resnetlab.engine.checkpoint import FORMAT_VERSION, capture_rng, read_checkpoint, restore_rng
 from resnetlab.engine.config import Config, config_to_dict
 from resnetlab.engine.distributed import DistEnv, all_reduce_sum, barrier, check_resume_world_size
@@ -36,9 +36,12 @@ from resnetlab.engine.rundir import (
     CONFIG,
     LOCK,
     RunLock,
+    best_checkpoint,
     clear_run,
+    last_checkpoint,
     read_config,
     read_summary,
+    run_dir_of,
     truncate_metrics,
     write_config,
 )
@@ -121,18 +124,18 @@ def open_run_dir(cfg: Config, resume: bool, resume_from: str | Path | None = Non
     first checkpoint is started over from its config.yaml, deleting only its run files (a folder holding anything
     else is refused). Call it on the main process, holding the lock: what the folder holds is read only then.
     """
-    run_dir = builders.run_dir_of(cfg)
+    run_dir = run_dir_of(cfg)
     if not (resume or resume_from):
         if run_dir.is_dir() and any(p.name != LOCK for p in run_dir.iterdir()):
             raise UserError(f"{run_dir} already exists; choose a new --out, or add --resume to continue that run")
         return run_dir, None, cfg
     if read_summary(run_dir, strict=False) is not None:
         raise UserError(f"{run_dir} has already finished (summary.json exists); train into a new --out")
-    source = Path(resume_from) if resume_from else run_dir / CHECKPOINTS / "last.pt"
+    source = Path(resume_from) if resume_from else last_checkpoint(run_dir)
     if not source.is_file():
         if resume_from:
             raise UserError(f"--resume-from {source} does not exist; pass a checkpoint file such as "
-                            f"{run_dir / CHECKPOINTS / 'best.pt'}")
+                            f"{best_checkpoint(run_dir)}")
         return run_dir, None, _start_over(run_dir, cfg, lock)
     source, ckpt = _readable_checkpoint(run_dir, source, fallback and not resume_from)
     return run_dir, source, resume_config(cfg, ckpt["config"])
@@ -203,7 +206,7 @@ def build_run(cfg: Config, session: Session, run_dir: Path | None, ckpt: dict[st
     seed_everything(cfg.train.seed)
     cfg = apply_weights_defaults(cfg)  # torchvision weights: their image size unless the config sets one
     data = data or builders.build_data(cfg, env, with_test=with_test)
-    net = builders.build_model(cfg, in_chans=data.in_chans, num_classes=len(data.classes))
+    net = builders.build_model(cfg.model, in_chans=data.in_chans, num_classes=len(data.classes))
     net = builders.place_model(net, cfg, env, device)
     loader_args = {"device": device, "normalization": data.normalization, "rank": env.rank,
                    "world_size": env.world_size}
@@ -211,17 +214,17 @@ def build_run(cfg: Config, session: Session, run_dir: Path | None, ckpt: dict[st
     val_loader = builders.make_loader(data.val, cfg, train=False, **loader_args) if data.val is not None else None
     total_iters = cfg.train.iters or cfg.train.epochs * len(train_loader)
     lr = builders.scaled_lr(cfg, env.world_size)
-    amp = builders.amp_dtype(cfg.train.amp, device)
-    compiled = builders.use_compile(cfg.train.compile, device)
+    amp = devices.amp_dtype(cfg.train.amp, device)
+    compiled = devices.use_compile(cfg.train.compile, device)
     run = Run(cfg=cfg, env=env, device=device, stop=session.stop, run_dir=run_dir, data=data, net=net,
               train_net=_wrap(net, env, device, compiled, cfg.train.compile),
-              optimizer=builders.build_optimizer(net, cfg, lr, device),
+              optimizer=builders.build_optimizer(net, cfg.optim, lr, device),
               schedule=LRSchedule(cfg.schedule, lr, total_iters), scaler=_grad_scaler(device, amp),
               criterion=nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing), amp=amp,
               train_loader=train_loader, val_loader=val_loader, train_metrics=Metrics(len(data.classes), device=device),
               total_iters=total_iters, steps_per_epoch=len(train_loader), state=TrainState(),
               hooks=[*config_hooks(cfg), *hooks], finite=torch.ones((), dtype=torch.bool, device=device),
-              provenance=provenance.collect(device, amp=builders.amp_name(amp), compiled=compiled))
+              provenance=provenance.collect(device, amp=devices.amp_name(amp), compiled=compiled))
     for hook in run.hooks:
         hook.setup(run)
     if ckpt is not None:
@@ -245,7 +248,7 @@ def _wrap(net: nn.Module, env: DistEnv, device: torch.device, compiled: bool, se
     model = net
     if env.distributed:
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(model, mode=builders.compile_mode(setting)) if compiled else model
+    return torch.compile(model, mode=devices.compile_mode(setting)) if compiled else model
 
 
 # ------------------------------------------------------------------------------------------ checkpoints

@@ -6,7 +6,9 @@ RUN_DIR/metrics.jsonl         append_metrics / read_metrics / truncate_metrics: 
                               interval (training metrics) and per evaluation (validation metrics too)
 RUN_DIR/summary.json          write_summary / read_summary: written last, its presence means "finished"
 RUN_DIR/eval_<tag>.json       write_evaluation / read_evaluation (+ confusion_<tag>.csv): `resnetlab evaluate`
-RUN_DIR/checkpoints/*.pt      written by checkpoint.py through `atomic_write`
+RUN_DIR/checkpoints/*.pt      written by checkpoint.py through `atomic_write`: BEST (selected on validation), LAST
+                              (the latest state, which --resume continues) and the top-k; `checkpoint_file` finds
+                              a run's BEST
 RUN_DIR/.lock                 lock_run_dir: held (fcntl) by the one process that trains the run
 ```
 
@@ -31,7 +33,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from resnetlab.errors import TrainingFailed, UserError
 log = logging.getLogger(__name__)
 
 CONFIG, METRICS, SUMMARY, LOCK, CHECKPOINTS = "config.yaml", "metrics.jsonl", "summary.json", ".lock", "checkpoints"
+BEST, LAST = "best.pt", "last.pt"  # in CHECKPOINTS: the model selected on validation; the state --resume continues
 TEMP_MARK = ".tmp-"  # temporary files are named .NAME.tmp-PID
 # summary.json keys every finished run has; a file without them is corrupt (e.g. `{}` or a JSON list).
 SUMMARY_KEYS = ("best_val_acc", "test_acc", "test_acc_final", "steps")
@@ -159,6 +162,16 @@ def read_json(path: Path) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- config
+
+
+def run_dir_of(cfg: Config) -> Path:
+    """The run directory `train.out_dir` (--out), checked to be usable as a folder."""
+    if not cfg.train.out_dir:
+        raise UserError("train.out_dir (--out RUN_DIR) is required: where checkpoints, metrics and summary go")
+    run_dir = Path(cfg.train.out_dir).expanduser()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file; give a folder for the run")
+    return run_dir
 
 
 def write_config(run_dir: Path, cfg: Config) -> Path:
@@ -301,6 +314,36 @@ def read_summary(run_dir: Path | str, *, strict: bool = True) -> dict[str, Any] 
 def is_finished(run_dir: Path | str) -> bool:
     """Whether the run wrote a valid summary.json (a corrupt one counts as unfinished, with a warning)."""
     return read_summary(run_dir, strict=False) is not None
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+
+
+def best_checkpoint(run_dir: Path | str) -> Path:
+    """RUN_DIR/checkpoints/best.pt: the model selected on validation (the last model without a validation split)."""
+    return Path(run_dir) / CHECKPOINTS / BEST
+
+
+def last_checkpoint(run_dir: Path | str) -> Path:
+    """RUN_DIR/checkpoints/last.pt: the latest state of the run, which --resume continues."""
+    return Path(run_dir) / CHECKPOINTS / LAST
+
+
+def checkpoint_file(path: Path | str) -> Path:
+    """The checkpoint a user means: a run directory's best checkpoint, or a checkpoint file as given.
+
+    Raises:
+        UserError: the path does not exist, or is a folder without a best checkpoint.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        best = best_checkpoint(path)
+        if not best.is_file():
+            raise UserError(f"{path} has no {CHECKPOINTS}/{BEST}; pass the --out of 'resnetlab train' or a .pt file")
+        return best
+    if not path.exists():
+        raise UserError(f"{path} does not exist; pass a run directory or a checkpoint file")
+    return path
 
 
 # --------------------------------------------------------------------------------------------- evaluations
@@ -522,11 +565,3 @@ def _remove_empty_owned_dirs(run_dir: Path) -> None:
             with contextlib.suppress(OSError):
                 folder.rmdir()
 
-
-def write_csv_rows(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    """A CSV file with a header row, atomically."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return atomic_write(path, buffer.getvalue())

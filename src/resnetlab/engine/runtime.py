@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from resnetlab.engine import builders
+from resnetlab.engine import devices
 from resnetlab.engine.config import Config
 from resnetlab.engine.distributed import DistEnv, collective_failures, destroy_distributed, init_distributed
 
@@ -49,7 +49,7 @@ def session(cfg: Config) -> Iterator[Session]:
     the process group under torchrun, left at the end. The run's own settings follow with `Session.settings`."""
     env = DistEnv.from_environ()
     with StopSignals() as stop, quiet_logs(cfg.train.quiet):
-        device = builders.select_device(cfg.train.device, env.local_rank)
+        device = devices.select_device(cfg.train.device, env.local_rank)
         init_distributed(env, device, cfg.dist.timeout_s)
         try:
             yield Session(env, device, stop)
@@ -78,7 +78,7 @@ def process_settings(cfg: Config, device: torch.device, is_main: bool = True, st
     if not is_main:
         package_log.setLevel(logging.WARNING)  # one copy of the INFO messages, from rank 0
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    builders.configure_threads(cfg.train.threads, local_world if device.type == "cpu" else 1)
+    devices.configure_threads(cfg.train.threads, local_world if device.type == "cpu" else 1)
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
     torch.use_deterministic_algorithms(cfg.train.deterministic)

@@ -31,7 +31,15 @@ from resnetlab.engine.evaluate import evaluate_model
 from resnetlab.engine.hooks import Hook
 from resnetlab.engine.preflight import check_memory
 from resnetlab.engine.run import Run, build_run, checkpoint_state, missing_run_error, open_run_dir
-from resnetlab.engine.rundir import RunLock, lock_run_dir, remove_stale_temp_files, write_summary
+from resnetlab.engine.rundir import (
+    BEST,
+    LAST,
+    RunLock,
+    lock_run_dir,
+    remove_stale_temp_files,
+    run_dir_of,
+    write_summary,
+)
 from resnetlab.engine.runlog import running_window
 from resnetlab.engine.runtime import Session, session
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
@@ -78,7 +86,7 @@ def train(cfg: Config, *, resume: bool = False, resume_from: str | Path | None =
     wall_start = time.perf_counter()
     check_memory(cfg)  # a size that cannot fit is refused with its figure, not by the out-of-memory killer
     with session(cfg) as sess:  # stop signals first: a signal from now on stops cleanly
-        run_dir = builders.run_dir_of(cfg)
+        run_dir = run_dir_of(cfg)
         if sess.env.is_main and resume and not resume_from and not run_dir.exists():
             raise missing_run_error(run_dir)  # a mistyped path: nothing is created
         with lock_run_dir(run_dir) if sess.env.is_main else contextlib.nullcontext() as lock:
@@ -98,7 +106,7 @@ def _train_locked(cfg: Config, sess: Session, lock: RunLock | None, wall_start: 
         source, cfg = _open(cfg, sess.env, resume, resume_from, fallback, lock)
         with sess.settings(cfg):  # the resumed run's own settings (threads, deterministic mode)
             ckpt = read_checkpoint(source) if source is not None else None
-            run = build_run(cfg, sess, builders.run_dir_of(cfg), ckpt, hooks)
+            run = build_run(cfg, sess, run_dir_of(cfg), ckpt, hooks)
             try:
                 _stop_before_training(run)
                 if run.state.step == 0:
@@ -129,7 +137,7 @@ def _open(cfg: Config, env: DistEnv, resume: bool, resume_from: str | Path | Non
         run_dir, source, cfg = open_run_dir(cfg, resume, resume_from, fallback=fallback, lock=lock)
         remove_stale_temp_files(run_dir)
         if source is None:
-            cfg = builders.drop_foreign_options(cfg)
+            builders.drop_foreign_options(cfg.model)
         decision = (str(source) if source else None, cfg)
     source, cfg = broadcast_object(decision)  # type: ignore[misc]
     return (Path(source) if source else None), cfg
@@ -261,7 +269,7 @@ def finish(run: Run, wall_start: float) -> dict[str, Any]:
     best = final
     if run.state.best_step != run.state.step:
         best_net = copy.deepcopy(run.eval_net)
-        best_net.load_state_dict(read_checkpoint(run.checkpoints / "best.pt")["model"])  # the evaluated weights
+        best_net.load_state_dict(read_checkpoint(run.checkpoints / BEST)["model"])  # the evaluated weights
         best = evaluate_model(best_net, batches, **test)
         _stop_if_signalled(run)
     summary = _summary(run, best, final, wall_start)
@@ -336,8 +344,8 @@ def _announce(run: Run) -> None:
     if run.state.step:
         run.logger.info("resuming %s at step %d", run.run_dir, run.state.step)
     if run.val_loader is None:
-        run.logger.info("no validation split (data.val_size=0): best.pt is the last model, and the test accuracy "
-                        "reported is the final model's")
+        run.logger.info("no validation split (data.val_size=0): %s is the last model, and the test accuracy "
+                        "reported is the final model's", BEST)
 
 
 def set_train_mode(run: Run) -> None:
@@ -399,7 +407,7 @@ def _saved_state(run: Run) -> str:
         return ""
     if run.saved_step is None:
         return "; no checkpoint was saved yet (nothing to resume: the run must start over)"
-    return f"; {run.checkpoints / 'last.pt'} keeps the last good state (step {run.saved_step})"
+    return f"; {run.checkpoints / LAST} keeps the last good state (step {run.saved_step})"
 
 
 def _check_start(run: Run) -> None:
@@ -427,14 +435,14 @@ def _interrupt(run: Run, signum: int) -> None:
     run.state.train_time_s = run.clock.loop_time()
     state = checkpoint_state(run)  # on every rank: it reduces the partial train metrics
     if run.env.is_main and run.run_dir is not None:
-        save_checkpoint(run.checkpoints / "last.pt", state)
+        save_checkpoint(run.checkpoints / LAST, state)
     run.saved_step = run.state.step if run.run_dir is not None else None
     barrier()
     raise Interrupted(signum, _interrupted_message(run, signum))
 
 
 def _interrupted_message(run: Run, signum: int) -> str:
-    where = f"checkpoint saved ({run.checkpoints / 'last.pt'}), continue with --resume (Python: resume=True)" \
+    where = f"checkpoint saved ({run.checkpoints / LAST}), continue with --resume (Python: resume=True)" \
         if run.run_dir else "nothing saved"
     return f"interrupted by signal {signum} at step {run.state.step}; {where}"
 
@@ -459,12 +467,12 @@ def _save_checkpoints(run: Run, val_acc: float | None) -> None:
         barrier()
         return
     if improved:
-        save_checkpoint(run.checkpoints / "best.pt", state)
+        save_checkpoint(run.checkpoints / BEST, state)
     if any(step == s.step for _, step in s.top_k):
         save_checkpoint(run.checkpoints / f"top-{s.step:08d}.pt", state)
     for step in dropped:
         (run.checkpoints / f"top-{step:08d}.pt").unlink(missing_ok=True)
-    save_checkpoint(run.checkpoints / "last.pt", state)
+    save_checkpoint(run.checkpoints / LAST, state)
     run.saved_step = s.step
     barrier()
 

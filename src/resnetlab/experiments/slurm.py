@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnetlab.engine.rundir import is_finished, read_metrics, write_json
+from resnetlab.engine.rundir import LAST, is_finished, last_checkpoint, read_metrics, write_json
 from resnetlab.errors import TrainingFailed, UserError
 from resnetlab.experiments.spec import RunPoint, SweepSpec, expand
 from resnetlab.experiments.sweep import plan, prepare_sweep, train_command
@@ -81,7 +81,7 @@ class SlurmOptions:
             raise UserError(f"--max-parallel must be at least 1; got {self.max_parallel}")
         if self.time_min is not None and self.time_min * 60 < START_S + SIGNAL_LEAD_S + MIN_TRAIN_S:
             raise UserError(f"--time {self.time_min} is too short for one evaluation: a job needs about {START_S} s "
-                            f"to start and {SIGNAL_LEAD_S} s before its limit to save last.pt, plus time to train; "
+                            f"to start and {SIGNAL_LEAD_S} s before its limit to save {LAST}, plus time to train; "
                             f"give --time {_minutes(START_S + SIGNAL_LEAD_S + MIN_TRAIN_S)} or more (minutes)")
 
 
@@ -112,7 +112,7 @@ class Submission:
         """What the command prints: the job id, the counts, and where to look next."""
         total = len(self.submitted) + len(self.active) + len(self.finished)
         if self.job_id:
-            resumed = f", {len(self.resumed)} resume from last.pt" if self.resumed else ""
+            resumed = f", {len(self.resumed)} resume from {LAST}" if self.resumed else ""
             head = (f"submitted Slurm job {self.job_id} to partition {self.partition}: {len(self.submitted)} of "
                     f"{total} runs{resumed}")
         else:
@@ -358,7 +358,7 @@ def format_status(out_dir: str | Path) -> str:
         if run.state == "failed":
             line += f"  log {run.log}" + (f": {run.reason}" if run.reason else "")
         if run.state in ("failed", "not submitted") and run.resumable:
-            line += "  (resumes from last.pt)"
+            line += f"  (resumes from {LAST})"
         lines.append(line.rstrip())
     if counts["failed"] or waiting:
         lines.append("re-run the same 'resnetlab sweep SPEC --out DIR --launcher slurm' command to submit the "
@@ -396,7 +396,7 @@ def _last_line(path: Path) -> str:
 
 
 def _has_checkpoint(out: Path, name: str) -> bool:
-    return (out / RUNS_DIR / name / "checkpoints" / "last.pt").is_file()
+    return last_checkpoint(out / RUNS_DIR / name).is_file()
 
 
 def _slurm_command(command: list[str]) -> str:
@@ -454,7 +454,7 @@ class PointJob:
         if code == 0 and is_finished(tasks[0].run_dir):
             return "finished"
         if code in (128 + signal.SIGTERM, 128 + signal.SIGINT):
-            raise TrainingFailed(f"run {name} stopped by a signal (exit code {code}); last.pt was saved, "
+            raise TrainingFailed(f"run {name} stopped by a signal (exit code {code}); {LAST} was saved, "
                                  f"it resumes when the job is requeued or submitted again")
         raise TrainingFailed(f"run {name} failed (exit code {code}); see {log}")
 

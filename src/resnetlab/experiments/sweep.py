@@ -48,8 +48,9 @@ from typing import Any
 
 import torch
 
-from resnetlab.engine.builders import drop_foreign_options, physical_cores, shared_splits
+from resnetlab.engine.builders import drop_foreign_options, shared_splits
 from resnetlab.engine.config import Config, load_config
+from resnetlab.engine.devices import physical_cores
 from resnetlab.engine.preflight import check_data_paths, check_memory, check_model_name
 from resnetlab.engine.resume import changed_settings
 from resnetlab.engine.rundir import CONFIG, clear_run, is_finished, lock_run_dir, read_config
@@ -171,7 +172,8 @@ def plan(out: Path, points: list[RunPoint]) -> list[Task]:
 def run_config(spec: SweepSpec, point: RunPoint, out: Path) -> Config:
     """The config one run of the sweep trains with (as `train` resolves it)."""
     cfg = load_config(point.recipe(spec), [*point.overrides(spec), f"train.out_dir={point_dir(out, point)}"])
-    return drop_foreign_options(cfg)
+    drop_foreign_options(cfg.model)
+    return cfg
 
 
 def _claim_dir(out: Path, spec: SweepSpec, points: list[RunPoint]) -> None:

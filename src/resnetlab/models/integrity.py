@@ -44,12 +44,19 @@ def _sealed_digest(path: Path, size: int) -> tuple[str, int] | None:
     return tail[at + len(MARK):].decode("ascii", errors="replace"), size - tail_size + at
 
 
-def verify(path: str | Path, what: str = "checkpoint") -> bool:
+def verify(path: str | Path, what: str = "checkpoint", instead: str = "use another one or retrain") -> str | None:
     """Check `path` against the SHA-256 sealed in it, or, without one, the CRC-32 of every zip member.
 
+    Args:
+        path: the file.
+        what: what it is, for the message ("checkpoint", "weights file").
+        instead: what to do when it is corrupt, for the message.
+
     Returns:
-        True when a checksum was checked; False for a file that has none (a legacy pickle, or not a zip: the
-        loader then says what it is).
+        The SHA-256 of the whole file's bytes (hex) for a sealed file, computed in the same pass as the check (the
+        two digests share all but the last bytes), so that a caller recording which file it read need not hash it
+        again; None for a file without the seal (checked by its CRC-32s, or a legacy pickle or not a zip, which
+        the loader then names).
 
     Raises:
         UserError: the file does not match its checksum (one line naming it).
@@ -58,36 +65,37 @@ def verify(path: str | Path, what: str = "checkpoint") -> bool:
     size = path.stat().st_size
     sealed = _sealed_digest(path, size)
     if sealed is None:
-        return _verify_crc(path, what)
+        _verify_crc(path, what, instead)
+        return None
     expected, comment_at = sealed
-    digest = hashlib.sha256()
+    payload = hashlib.sha256()
     with path.open("rb") as f:
         left = comment_at - 2  # the archive as torch.save wrote it: up to the comment length, which was 0
         while left > 0:
             chunk = f.read(min(_CHUNK, left))
             if not chunk:
                 break
-            digest.update(chunk)
+            payload.update(chunk)
             left -= len(chunk)
-    digest.update(b"\x00\x00")
-    if digest.hexdigest() != expected:
-        raise UserError(_corrupt(path, what, "its SHA-256 does not match the one saved with it"))
-    return True
+        whole = payload.copy()  # the bytes so far are both digests' prefix: hashed once
+        whole.update(f.read())  # the comment's length and the comment: the rest of the file
+    payload.update(b"\x00\x00")
+    if payload.hexdigest() != expected:
+        raise UserError(_corrupt(path, what, "its SHA-256 does not match the one saved with it", instead))
+    return whole.hexdigest()
 
 
-def _verify_crc(path: Path, what: str) -> bool:
+def _verify_crc(path: Path, what: str, instead: str) -> None:
     if not zipfile.is_zipfile(path):
-        return False
+        return
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-        raise UserError(_corrupt(path, what, f"its zip archive is damaged: {exc}")) from None
+        raise UserError(_corrupt(path, what, f"its zip archive is damaged: {exc}", instead)) from None
     if bad is not None:
-        raise UserError(_corrupt(path, what, f"the CRC-32 of {bad} does not match"))
-    return True
+        raise UserError(_corrupt(path, what, f"the CRC-32 of {bad} does not match", instead))
 
 
-def _corrupt(path: Path, what: str, why: str) -> str:
-    return (f"{what} {path} is corrupt ({why}); nothing was loaded from it: use another one (e.g. "
-            "checkpoints/best.pt) or retrain")
+def _corrupt(path: Path, what: str, why: str, instead: str) -> str:
+    return f"{what} {path} is corrupt ({why}); nothing was loaded from it: {instead}"

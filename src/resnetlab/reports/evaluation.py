@@ -1,12 +1,12 @@
-"""`resnetlab evaluate`: score a run or checkpoint with the engine, then draw its confusion matrix and the most
-confidently wrong images next to the numbers."""
+"""`resnetlab evaluate`: score a run or checkpoint (`inference.evaluate.score`), then draw its confusion matrix and
+the most confidently wrong images next to the numbers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from resnetlab.engine.evaluate import score, tta_name
+from resnetlab.inference.evaluate import score, tta_name
 from resnetlab.reports import plots
 from resnetlab.reports.explain import captum_available, plot_gradcam_wrong
 

@@ -5,7 +5,7 @@ The map is the ReLU of the last residual stage's feature maps (layer3 of the CIF
 nets: the deepest ones that still have a spatial extent), each weighted by the spatial mean of the class score's
 gradient with respect to it, upsampled to the image. It is computed by captum's `LayerGradCam`, a maintained,
 tested implementation from the PyTorch project (`pip install 'resnetlab[explain]'`), rather than by hand-written
-hooks. Images are read and preprocessed exactly as `resnetlab predict` does (`engine.predict.load_image`, the
+hooks. Images are read and preprocessed exactly as `resnetlab predict` does (`inference.images.read_images`, the
 evaluation Loader with the checkpoint's resize and normalization), so the map explains the prediction `predict`
 gives.
 
@@ -27,13 +27,11 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from resnetlab.data import ImageSet
-from resnetlab.engine.builders import make_loader, select_device
-from resnetlab.engine.checkpoint import load_checkpoint
-from resnetlab.engine.config import config_from_dict
-from resnetlab.engine.evaluate import Scored, checkpoint_path
-from resnetlab.engine.predict import expand_inputs, load_image, stored_size
+from resnetlab.engine.devices import select_device
 from resnetlab.errors import UserError
+from resnetlab.inference.evaluate import Scored
+from resnetlab.inference.images import expand_inputs, input_loader, read_images
+from resnetlab.inference.loading import load_checkpoint
 from resnetlab.reports.plots import _save, _to_hwc, most_confident_wrong
 
 log = logging.getLogger(__name__)
@@ -92,10 +90,7 @@ def gradcam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, size: tupl
 
 def model_inputs(images: torch.Tensor, info: dict[str, Any], device: torch.device) -> torch.Tensor:
     """uint8 images (N, C, H, W) as the model sees them: the checkpoint's evaluation Loader (resize, normalize)."""
-    cfg = config_from_dict(info["config"])
-    imageset = ImageSet(images=images, labels=torch.zeros(len(images), dtype=torch.long), classes=list(info["classes"]))
-    loader = make_loader(imageset, cfg, train=False, device=device, normalization=info["normalization"])
-    return torch.cat([x for x, _ in loader])
+    return torch.cat([x for x, _ in input_loader(images, info, device)])
 
 
 def explain_images(model: nn.Module, info: dict[str, Any], images: torch.Tensor,
@@ -171,7 +166,7 @@ def explain(checkpoint: Path | str, inputs: Sequence[Path | str], out_dir: Path 
     (with its probability), and of `target_class` too when given.
 
     Args:
-        checkpoint: a checkpoint file or a run directory (its best.pt).
+        checkpoint: a checkpoint file or a run directory (its best checkpoint).
         inputs: image files and/or folders of them.
         out_dir: where the PNGs go (created).
         target_class: a class name (or index) to explain as well as the predicted one.
@@ -184,21 +179,13 @@ def explain(checkpoint: Path | str, inputs: Sequence[Path | str], out_dir: Path 
     if Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise UserError(f"--out {out_dir} is a file; give a folder for the Grad-CAM images (it is created)")
     paths = expand_inputs(inputs)
-    model, info = load_checkpoint(checkpoint_path(checkpoint))
+    model, info = load_checkpoint(checkpoint)
     classes = list(info["classes"])
     wanted = _class_index(target_class, classes) if target_class is not None else None
     target = select_device(device)
-    results: list[dict[str, Any]] = [{"path": str(path)} for path in paths]
-    by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
-    for slot, path in enumerate(paths):
-        try:
-            image = load_image(path, int(info["in_chans"]), stored_size(info))
-        except UserError as exc:
-            results[slot]["error"] = str(exc)
-            continue
-        by_shape.setdefault(tuple(image.shape), []).append((slot, image))
+    results, groups = read_images(paths, info)
     used: set[str] = set()
-    for group in by_shape.values():  # one size unless the run resized on the device (data.resize)
+    for group in groups:  # one size unless the run resized on the device (data.resize)
         for start in range(0, len(group), BATCH):
             chunk = group[start:start + BATCH]
             images = torch.stack([image for _, image in chunk])
@@ -222,7 +209,7 @@ def plot_gradcam_wrong(scored: Scored, out: Path | str, count: int = 8, ncols: i
     """Grad-CAM of the predicted class on the `count` most confidently wrong images of a scored split.
 
     Args:
-        scored: `engine.evaluate.score`'s result (images, targets, scores, checkpoint).
+        scored: `inference.evaluate.score`'s result (images, targets, scores, checkpoint).
         out: the PNG to write.
         count: how many images at most.
         ncols: images per row.

@@ -298,10 +298,6 @@ def plot_wrong(
     return image_grid(images[order], titles, out, title_colors=["#b00020"] * len(order))
 
 
-def _load_run_config(run_dir: Path) -> Config:
-    return read_config(run_dir)
-
-
 def run_length(run_dir: Path, cfg: Config, records: list[dict[str, Any]]) -> int:
     """The run's planned iterations: train.iters, or train.epochs x the iterations per epoch its rows imply."""
     if cfg.train.iters:
@@ -317,7 +313,7 @@ def plot_lr(run_dir: Path | str) -> Path:
     records = read_metrics(run_dir)
     fig = Figure(figsize=(6.5, 3.4))
     ax = fig.subplots()
-    cfg = _load_run_config(run_dir)
+    cfg = read_config(run_dir)
     total = run_length(run_dir, cfg, records)
     world_size = int((read_summary(run_dir, strict=False) or {}).get("world_size", 1))
     if cfg.schedule.name != "plateau":  # every other schedule is a pure function of the iteration
@@ -365,7 +361,7 @@ def plot_train_samples(run_dir: Path | str, count: int = 32) -> Path:
     """
 
     run_dir = Path(run_dir)
-    cfg = _load_run_config(run_dir)
+    cfg = read_config(run_dir)
     data = build_data(cfg)
     loader = make_loader(data.train, cfg, train=True, device=torch.device("cpu"), normalization=data.normalization)
     x, y = next(iter(loader))

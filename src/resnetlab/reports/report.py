@@ -19,10 +19,19 @@ from typing import Any
 
 import yaml
 
-from resnetlab.engine.evalrecord import is_current
-from resnetlab.engine.evaluate import tta_name
-from resnetlab.engine.rundir import RERUN, atomic_write, read_config, read_evaluation, read_metrics, read_summary
+from resnetlab.engine.rundir import (
+    BEST,
+    RERUN,
+    atomic_write,
+    best_checkpoint,
+    read_config,
+    read_evaluation,
+    read_metrics,
+    read_summary,
+)
 from resnetlab.errors import UserError
+from resnetlab.inference.evalrecord import is_current
+from resnetlab.inference.evaluate import tta_name
 from resnetlab.reports import plots
 from resnetlab.reports.evaluation import evaluate_run
 from resnetlab.reports.explain import INSTALL_HINT, captum_available
@@ -117,14 +126,14 @@ def _evaluation_is_current(run_dir: Path) -> bool:
     """Whether eval_test.json scored best.pt as it is now (by its sha256); else it is scored again. An evaluation
     without a checkpoint to compare with (best.pt gone) is kept: there is nothing newer to score."""
     result = read_evaluation(run_dir, SPLIT)
-    best = run_dir / "checkpoints" / "best.pt"
+    best = best_checkpoint(run_dir)
     if not best.is_file():
         return True
     if is_current(result, best):
         return True
     recorded = (result or {}).get("step")
-    log.info("report: eval_%s.json scored %s, not best.pt as it is now; scoring it again", SPLIT,
-             f"the checkpoint of step {recorded}" if recorded is not None else "another checkpoint")
+    log.info("report: eval_%s.json scored %s, not %s as it is now; scoring it again", SPLIT,
+             f"the checkpoint of step {recorded}" if recorded is not None else "another checkpoint", BEST)
     return False
 
 

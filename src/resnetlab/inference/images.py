@@ -1,9 +1,8 @@
-"""`resnetlab predict CKPT IMAGE_OR_FOLDER...`: the top-k classes of image files.
+"""Image files as a checkpoint's input: found under folders, decoded and converted as the run read its images.
 
 Each file is decoded and converted to the checkpoint's channels and image size by the function that loads an
-image folder (`resnetlab.data.read_image`), then goes through the run's evaluation Loader (device resize,
-normalization with the checkpoint's statistics, channels_last) like the test images: the same pixels give the
-same logits as `resnetlab evaluate`.
+image folder (`resnetlab.data.read_image`); `predict`, `export` and `reports.explain` then pass the uint8 images
+through the run's evaluation Loader (device resize, normalization), like the test images.
 """
 
 from __future__ import annotations
@@ -15,15 +14,15 @@ from typing import Any
 
 import torch
 
-from resnetlab.data import ImageSet, read_image, resize_images
+from resnetlab.data import ImageSet, Loader, read_image, resize_images
 from resnetlab.data.folder import IMAGE_EXTENSIONS
-from resnetlab.engine.builders import make_loader, select_device
-from resnetlab.engine.checkpoint import load_checkpoint
+from resnetlab.engine.builders import make_loader
 from resnetlab.engine.config import config_from_dict
-from resnetlab.engine.evaluate import checkpoint_path, predict_batches
 from resnetlab.errors import UserError
 
 log = logging.getLogger(__name__)
+
+Group = list[tuple[int, torch.Tensor]]  # (index of the file among the inputs, uint8 image (C, S, S)), one shape
 
 
 def expand_inputs(inputs: Sequence[Path | str]) -> list[Path]:
@@ -75,26 +74,20 @@ def load_image(path: Path, in_chans: int, size: int | None) -> torch.Tensor:
     return image
 
 
-def predict(ckpt: Path | str, inputs: Sequence[Path | str], top_k: int = 3) -> list[dict[str, Any]]:
-    """The `top_k` most probable classes of every image file.
+def read_images(paths: Sequence[Path], info: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Group]]:
+    """Every file as the checkpoint's input (`load_image`), grouped by shape so that each group is one batch.
 
     Args:
-        ckpt: a checkpoint file or a run directory (its best.pt).
-        inputs: image files and/or folders of them.
-        top_k: how many classes per image (at most the number of classes).
+        paths: image files (`expand_inputs`).
+        info: the checkpoint's info (in_chans, normalization, config).
 
     Returns:
-        One dict per file, in input order: {"path", "predictions": [{"class", "prob"}, ...]} or, for a file that
-        cannot be read as an image, {"path", "error"}.
+        (one result per file, in order: {"path"}, or {"path", "error"} for a file that is missing or not a readable
+        image; the others' images in groups of one shape, several only with data.resize and no fixed size).
     """
-
-    if top_k < 1:
-        raise UserError(f"--top-k must be at least 1; got {top_k}")
-    paths = expand_inputs(inputs)
-    model, info = load_checkpoint(checkpoint_path(ckpt))
-    size, in_chans = stored_size(info), int(info["in_chans"])
     results: list[dict[str, Any]] = [{"path": str(path)} for path in paths]
-    by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+    size, in_chans = stored_size(info), int(info["in_chans"])
+    by_shape: dict[tuple[int, ...], Group] = {}
     for slot, path in enumerate(paths):
         try:
             image = load_image(path, in_chans, size)
@@ -102,31 +95,13 @@ def predict(ckpt: Path | str, inputs: Sequence[Path | str], top_k: int = 3) -> l
             results[slot]["error"] = str(exc)
             continue
         by_shape.setdefault(tuple(image.shape), []).append((slot, image))
-    for group in by_shape.values():  # one batch per image size (only with data.resize and no fixed size)
-        probs = predict_logits(model, info, torch.stack([image for _, image in group])).softmax(dim=1)
-        values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
-        for (slot, _), vals, idx in zip(group, values.tolist(), indices.tolist(), strict=True):
-            results[slot]["predictions"] = [{"class": info["classes"][i], "prob": p}
-                                            for i, p in zip(idx, vals, strict=True)]
-    return results
+    return results, list(by_shape.values())
 
 
-def predict_logits(model: torch.nn.Module, info: dict[str, Any], images: torch.Tensor) -> torch.Tensor:
-    """Logits of uint8 images (N, C, H, W) through the run's evaluation Loader (resize, normalize).
-
-    Args:
-        model: the checkpoint's model.
-        info: the checkpoint's info (config, classes, normalization).
-        images: uint8 images at the checkpoint's image size.
-
-    Returns:
-        (N, K) float32 logits on the CPU, in the order of `images`.
-    """
-
-    cfg = config_from_dict(info["config"])
-    device = select_device("auto")
+def input_loader(images: torch.Tensor, info: dict[str, Any], device: torch.device) -> Loader:
+    """The run's evaluation Loader over uint8 images (N, C, H, W) of one size: resized and normalized as the run's
+    test images are, in order (the labels are placeholders)."""
     imageset = ImageSet(images=images, labels=torch.zeros(len(images), dtype=torch.long),
                         classes=list(info["classes"]))
-    loader = make_loader(imageset, cfg, train=False, device=device, normalization=info["normalization"])
-    logits, _ = predict_batches(model.to(device), loader)
-    return logits
+    return make_loader(imageset, config_from_dict(info["config"]), train=False, device=device,
+                       normalization=info["normalization"])

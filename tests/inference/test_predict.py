@@ -11,9 +11,10 @@ from PIL import Image
 
 from resnetlab.data import list_imagefolder
 from resnetlab.engine.builders import make_loader
-from resnetlab.engine.checkpoint import load_checkpoint
-from resnetlab.engine.evaluate import labelled_split, predict_batches
-from resnetlab.engine.predict import predict
+from resnetlab.engine.evaluate import predict_batches
+from resnetlab.inference.evaluate import labelled_split
+from resnetlab.inference.loading import load_checkpoint
+from resnetlab.inference.predict import predict
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
 

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 from support.evalkit import write_checkpoint
 
-import resnetlab.engine.predict as predict_module
-from resnetlab.engine.checkpoint import load_checkpoint
-from resnetlab.engine.export import export_checkpoint
-from resnetlab.engine.predict import load_image, predict_logits, stored_size
+import resnetlab.inference.predict as predict_module
+from resnetlab.inference.export import export_checkpoint
+from resnetlab.inference.images import load_image, stored_size
+from resnetlab.inference.loading import load_checkpoint
+from resnetlab.inference.predict import predict_logits
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
 

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnetlab.data.loader import BatchTransform
-from resnetlab.engine.checkpoint import load_checkpoint
-from resnetlab.engine.predict import stored_size
 from resnetlab.engine.rundir import RERUN, TEMP_MARK, atomic_write, write_error, write_json
 from resnetlab.errors import TrainingFailed, UserError
+from resnetlab.inference.images import stored_size
+from resnetlab.inference.loading import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def export_checkpoint(ckpt: Path | str, fmt: str, out: Path | str, include_prepr
     """`resnetlab export CKPT --format onnx|pt2 --out FILE [--include-preprocessing]`.
 
     Args:
-        ckpt: a checkpoint file or a run directory (its best.pt).
+        ckpt: a checkpoint file or a run directory (its best checkpoint).
         fmt: "onnx" (needs the `export` extra) or "pt2" (torch.export).
         out: the file to write; FILE.json next to it gets the classes, normalization and the graph's input and
             output.

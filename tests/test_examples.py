@@ -56,7 +56,7 @@ EXPECTED = {
          "runs/*/resnet50/plots/gradcam_wrong_test.png", "runs/*/resnet50-resumed/summary.json",
          "runs/*/scratch/summary.json", "runs/*/finetuned/summary.json"],
         ["normalize none, resize 32 (nearest)", "Total params: 23,528,522", "a full pass over the",
-         "bit-identical to the uninterrupted run: True", "interrupted by signal 2 at step 3", "weighted avg",
+         "bit-identical to the uninterrupted run: True", "interrupted by signal 2 at step 2", "weighted avg",
          "| from scratch |", "| fine-tuned from "]),
     "06_native_vs_upsampled.ipynb": (
         ["runs/*/resnet20-32px/summary.json", "runs/*/resnet18-cifar-32px/summary.json",

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -178,9 +179,20 @@ def test_the_check_fails_when_a_promised_figure_file_or_line_is_missing(name, tm
         check_outputs(name, nb, tmp_path / "unshown")
 
 
+@pytest.fixture
+def forget_ipykernel() -> Iterator[None]:
+    """jupyter_client imports ipykernel into this process to find the kernel, and resnetlab takes an imported
+    ipykernel for a notebook (runlog.interactive_stderr): a test after this one in the same process would get bars."""
+    before = set(sys.modules)
+    yield
+    for module in set(sys.modules) - before:
+        if module.partition(".")[0] == "ipykernel":
+            del sys.modules[module]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom_in_quick_mode(name, jupyter_kernel, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom_in_quick_mode(name, jupyter_kernel, tmp_path, monkeypatch, forget_ipykernel):
     import nbformat
     from nbclient import NotebookClient
 

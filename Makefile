@@ -26,8 +26,12 @@ demo: $(STAMP) fmnist
 	$(VENV)/bin/resnetlab train --recipe fmnist-fast --out $(RUN) --set data.download=true
 	@$(VENV)/bin/resnetlab report $(RUN) | sed 's/^/report: /'
 
+# The 15 slowest tests, then the whole command's wall time (pytest's own total leaves out its start-up).
+# Two pytest-xdist workers, one CPU each (tests/conftest.py); `make test XDIST=` runs in one process.
+XDIST ?= -n 2 --dist loadscope
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	@start=$$(date +%s); $(PY) -m pytest -q --durations=15 $(XDIST); rc=$$?; \
+	  echo "make test: $$(( $$(date +%s) - start )) s wall in total (exit $$rc)"; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -6,6 +6,11 @@ under CI=true (`.ci/run` installs both).
 
 from __future__ import annotations
 
+# resnetlab before torch: OpenMP's idle threads then sleep instead of spinning (resnetlab/__init__.py). Under xdist
+# a test that sets two threads on its worker's one core ran 13x slower with spinning threads (lr-find, 22 s vs 1.7 s).
+# isort: off
+import resnetlab  # noqa: F401
+# isort: on
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -24,13 +29,36 @@ FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist (`make test`: two workers, --dist loadscope: a module's tests on one worker, in order, so that
+# a module-scoped fixture, one torchrun launch or one sweep, runs once) each worker and everything it starts (notebook
+# kernels, `resnetlab` subprocesses, torchrun's ranks) keeps to its own share of the CPUs: two workers never put two
+# OpenMP teams on the same cores, and each process there sees one core and uses one thread.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ...
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if XDIST_WORKER and hasattr(os, "sched_setaffinity") and 1 < _WORKERS <= len(os.sched_getaffinity(0)):
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[int(XDIST_WORKER.removeprefix("gw")) % _WORKERS::_WORKERS])
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+torch.set_num_threads(min(2, _CPUS))
 
 # torch.compile's cache, one per kernel set: kernels cached under one ISA carry oneDNN weight layouts chosen for it,
 # and reused under ONEDNN_MAX_CPU_ISA=AVX2 (CI's second pass) they computed NaN on an AMX Xeon.
 _KERNELS = "-".join(os.environ.get(name, "native") for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA"))
 _CACHE = os.environ.get("TORCHINDUCTOR_CACHE_DIR") or os.path.join(os.environ.get("TMPDIR", "/tmp"), "torchinductor")
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = f"{_CACHE}-tests-{_KERNELS}"  # read at each compile (importing torch sets it)
+
+
+# The longest modules, started first under xdist (loadscope hands out modules in collection order): a long module
+# left to the end would run on one worker's core while the other worker has nothing left to do.
+LONGEST_FIRST = ["test_examples.py", "engine/test_data_safety.py", "engine/test_faults.py",
+                 "experiments/test_slurm.py", "distributed/test_torchrun.py", "engine/test_export.py",
+                 "models/test_every_model.py", "experiments/test_sweep_run.py"]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if not XDIST_WORKER:
+        return
+    rank = {f"tests/{name}": i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keeps its order
 
 
 def require(condition: bool, what: str) -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ EXPECTED = {
          "runs/*/resnet50/plots/gradcam_wrong_test.png", "runs/*/resnet50-resumed/summary.json",
          "runs/*/scratch/summary.json", "runs/*/finetuned/summary.json"],
         ["normalize none, resize 32 (nearest)", "Total params: 23,528,522", "a full pass over the",
-         "bit-identical to the uninterrupted run: True", "interrupted by signal 2 at step 3", "weighted avg",
+         "bit-identical to the uninterrupted run: True", "interrupted by signal 2 at step 2", "weighted avg",
          "| from scratch |", "| fine-tuned from "]),
     "06_native_vs_upsampled.ipynb": (
         ["runs/*/resnet20-32px/summary.json", "runs/*/resnet18-cifar-32px/summary.json",
@@ -119,9 +120,79 @@ def _text(outputs: list[dict]) -> str:
     return "\n".join(parts)
 
 
+def check_outputs(name: str, nb, workdir: Path) -> None:
+    """Assert that the executed notebook `nb` (run in `workdir`) left every file of EXPECTED[name], showed every
+    promised figure inline, used tqdm's notebook bars and printed every promised line."""
+    outputs = _outputs(nb)
+    shown = {base64.b64decode(o.data["image/png"]) for o in outputs if "image/png" in o.get("data", {})}
+    assert len(shown) >= 2, "images are shown inline"
+    bars = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert bars, "tqdm's notebook progress bars (ipywidgets) are used"
+    files, phrases = EXPECTED[name]
+    for pattern in files:
+        written = list(workdir.glob(pattern))
+        assert written, f"{name} did not write {pattern}"
+        if pattern.endswith(".png"):  # a promised figure is also shown, not only written
+            assert any(path.read_bytes() in shown for path in written), f"{name} did not show {pattern}"
+    text = _text(outputs)
+    for phrase in phrases:
+        assert phrase in text, f"{name} did not print {phrase!r}"
+
+
+def _executed_stand_in(name: str, workdir: Path, leave_out: str = ""):
+    """A notebook as nbclient leaves it after a run of `name` that kept its promises, but for `leave_out` (a file
+    pattern or a printed phrase of EXPECTED[name]; a figure is then neither written nor shown)."""
+    import nbformat
+
+    files, phrases = EXPECTED[name]
+    outputs = [nbformat.v4.new_output("display_data", {"application/vnd.jupyter.widget-view+json": {}}),
+               nbformat.v4.new_output("display_data", {"image/png": base64.b64encode(b"another figure").decode()})]
+    for i, pattern in enumerate(p for p in files if p != leave_out):
+        path = workdir / pattern.replace("*", "x")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG figure %d" % i)
+        if pattern.endswith(".png"):
+            outputs.append(nbformat.v4.new_output("display_data", {
+                "image/png": base64.b64encode(path.read_bytes()).decode(), "text/plain": "<Image>"}))
+    text = "\n".join(p for p in phrases if p != leave_out)
+    outputs.append(nbformat.v4.new_output("stream", name="stdout", text=text))
+    cell = nbformat.v4.new_code_cell("...")
+    cell.outputs = outputs
+    return nbformat.v4.new_notebook(cells=[cell])
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_check_fails_when_a_promised_figure_file_or_line_is_missing(name, tmp_path):
+    """check_outputs() passes a run that kept every promise and fails for each one missing (no kernel needed)."""
+    files, phrases = EXPECTED[name]
+    check_outputs(name, _executed_stand_in(name, tmp_path / "all"), tmp_path / "all")
+    for i, missing in enumerate([*files, *phrases]):
+        workdir = tmp_path / str(i)
+        with pytest.raises(AssertionError, match=re.escape(f"{name} did not ")):
+            check_outputs(name, _executed_stand_in(name, workdir, leave_out=missing), workdir)
+    figure = next(p for p in files if p.endswith(".png"))  # written but not shown inline
+    nb = _executed_stand_in(name, tmp_path / "unshown")
+    nb.cells[0].outputs = [o for o in nb.cells[0].outputs if o.get("data", {}).get("image/png") is None or
+                           base64.b64decode(o.data["image/png"]) != next((tmp_path / "unshown").glob(figure))
+                           .read_bytes()]
+    with pytest.raises(AssertionError, match=re.escape(f"{name} did not show {figure}")):
+        check_outputs(name, nb, tmp_path / "unshown")
+
+
+@pytest.fixture
+def forget_ipykernel() -> Iterator[None]:
+    """jupyter_client imports ipykernel into this process to find the kernel, and resnetlab takes an imported
+    ipykernel for a notebook (runlog.interactive_stderr): a test after this one in the same process would get bars."""
+    before = set(sys.modules)
+    yield
+    for module in set(sys.modules) - before:
+        if module.partition(".")[0] == "ipykernel":
+            del sys.modules[module]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_top_to_bottom_in_quick_mode(name, jupyter_kernel, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom_in_quick_mode(name, jupyter_kernel, tmp_path, monkeypatch, forget_ipykernel):
     import nbformat
     from nbclient import NotebookClient
 
@@ -136,21 +207,8 @@ def test_notebook_runs_top_to_bottom_in_quick_mode(name, jupyter_kernel, tmp_pat
     client.execute()  # raises CellExecutionError, with the cell and its traceback, if any cell fails
     elapsed = time.monotonic() - start
     print(f"{name}: {elapsed:.1f} s with QUICK = True")
-    assert elapsed < QUICK_LIMIT_S
+    assert elapsed < QUICK_LIMIT_S  # each cell has QUICK_LIMIT_S (nbclient's timeout); the whole notebook too
 
     prefix, module = nb.cells[-1].outputs[0].text.split()
     assert prefix == sys.prefix and Path(module).is_relative_to(SRC)  # this venv, this checkout
-    outputs = _outputs(nb)
-    shown = {base64.b64decode(o.data["image/png"]) for o in outputs if "image/png" in o.get("data", {})}
-    assert len(shown) >= 2, "images are shown inline"
-    bars = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-    assert bars, "tqdm's notebook progress bars (ipywidgets) are used"
-    files, phrases = EXPECTED[name]
-    for pattern in files:
-        written = list(tmp_path.glob(pattern))
-        assert written, f"{name} did not write {pattern}"
-        if pattern.endswith(".png"):  # a promised figure is also shown, not only written
-            assert any(path.read_bytes() in shown for path in written), f"{name} did not show {pattern}"
-    text = _text(outputs)
-    for phrase in phrases:
-        assert phrase in text, f"{name} did not print {phrase!r}"
+    check_outputs(name, nb, tmp_path)

@@ -24,7 +24,7 @@ from support.ddpkit import (
     torchrun,
     train_argv,
 )
-from support.enginekit import tiny_config
+from support.enginekit import tiny_config, train_until_stopped
 
 from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.trainer import train
@@ -119,45 +119,48 @@ def test_evaluations_count_every_image_once_over_both_ranks(ddp_run):
     assert test in ([160], [160, 160])  # the final model (and best.pt when it is another one) on 160 test images
 
 
-def test_a_stopped_two_process_run_resumes_on_one_process(tiny_root, tmp_path, reference):
-    out = tmp_path / "run"
-    launch = torchrun(2, train_argv(tiny_root, out), fault=("stop", STOP_STEP - 1, 1))  # rank 1 gets SIGTERM
-    assert launch.returncode != 0, launch.stderr
-    assert "interrupted by signal 15 at step 6; checkpoint saved" in launch.stderr, launch.stderr
-    stopped = read_checkpoint(out / "checkpoints" / "last.pt")
-    assert stopped["step"] == STOP_STEP and stopped["world_size"] == 2  # the ranks agreed at the next log point
-    _assert_same_state(stopped, reference.at_stop)  # the loader's position counts global batches
-    # The ranks agree on a stop at a logging point, right after a metrics row: no partial interval is pending.
-    assert torch.equal(stopped["metrics"]["sums"], torch.zeros(4, dtype=torch.float64))
-
-    with float64():
-        result = train(tiny_config(tiny_root, out, **DDP_SETTINGS), resume=True)  # this pytest process: one rank
-    assert result.summary["world_size"] == 1 and result.summary["steps"] == 16
-    assert_same_weights(read_checkpoint(out / "checkpoints" / "last.pt")["model"], reference.final["model"])
-    _same_rows(read_jsonl(out / "metrics.jsonl"), reference.rows)
-
-
 # Issue 16's options: a policy, random erasing with noise and both mixings, all drawn per global sample.
 AUGMENTATIONS = {"data__auto_augment": "trivialaugment", "data__random_erasing": 0.5,
                  "data__random_erasing_value": "random", "data__mixup_alpha": 0.4, "data__cutmix_alpha": 1.0}
 
 
-def test_policies_erasing_and_mixing_on_two_processes_then_one_train_the_same_weights(tiny_root, tmp_path):
-    """Stopped after 6 steps on two processes, finished on one: the weights of one process that never stopped."""
+@pytest.fixture(scope="module")
+def augmented_reference(tiny_root, tmp_path_factory) -> dict:
+    """One process with AUGMENTATIONS in float64: last.pt of a run stopped by SIGTERM after STOP_STEP steps, and
+    last.pt and metrics.jsonl of the same run trained to the end without a stop."""
+    base = tmp_path_factory.mktemp("augmented-reference")
+    with float64():
+        train_until_stopped(tiny_config(tiny_root, base / "stopped", **DDP_SETTINGS, **AUGMENTATIONS), STOP_STEP)
+        straight = train(tiny_config(tiny_root, base / "straight", **DDP_SETTINGS, **AUGMENTATIONS))
+    return {"at_stop": read_checkpoint(base / "stopped" / "checkpoints" / "last.pt"),
+            "final": read_checkpoint(straight.run_dir / "checkpoints" / "last.pt"),
+            "rows": read_jsonl(straight.run_dir / "metrics.jsonl")}
+
+
+def test_a_stopped_two_process_run_with_policies_erasing_and_mixing_resumes_on_one_process(
+        tiny_root, tmp_path, augmented_reference):
+    """Stopped after 6 steps on two processes (SIGTERM on rank 1), it holds what one process held at step 6;
+    finished on one process, it has the weights of one process that never stopped."""
     out = tmp_path / "run"
     launch = torchrun(2, train_argv(tiny_root, out, **AUGMENTATIONS), fault=("stop", STOP_STEP - 1, 1))
+    assert launch.returncode != 0, launch.stderr
     assert "interrupted by signal 15 at step 6; checkpoint saved" in launch.stderr, launch.stderr[-4000:]
-    with float64():
-        resumed = train(tiny_config(tiny_root, out, **DDP_SETTINGS, **AUGMENTATIONS), resume=True)
-        straight = train(tiny_config(tiny_root, tmp_path / "one", **DDP_SETTINGS, **AUGMENTATIONS))
-    assert resumed.summary["steps"] == straight.summary["steps"] == 16
-    assert_same_weights(read_checkpoint(out / "checkpoints" / "last.pt")["model"],
-                        read_checkpoint(straight.run_dir / "checkpoints" / "last.pt")["model"])
-    _same_rows(read_jsonl(out / "metrics.jsonl"), read_jsonl(straight.run_dir / "metrics.jsonl"))
+    stopped = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert stopped["step"] == STOP_STEP and stopped["world_size"] == 2  # the ranks agreed at the next log point
+    _assert_same_state(stopped, augmented_reference["at_stop"])  # the loader's position counts global batches
+    # The ranks agree on a stop at a logging point, right after a metrics row: no partial interval is pending.
+    assert torch.equal(stopped["metrics"]["sums"], torch.zeros(4, dtype=torch.float64))
+
+    with float64():  # this pytest process: one rank
+        result = train(tiny_config(tiny_root, out, **DDP_SETTINGS, **AUGMENTATIONS), resume=True)
+    assert result.summary["world_size"] == 1 and result.summary["steps"] == 16
+    final = read_checkpoint(out / "checkpoints" / "last.pt")
+    assert_same_weights(final["model"], augmented_reference["final"]["model"])
+    _same_rows(read_jsonl(out / "metrics.jsonl"), augmented_reference["rows"])
 
 
 def test_a_killed_rank_ends_the_job_with_a_message_and_resume_continues(tiny_root, tmp_path, reference, run_cli):
-    out, struck, timeout_s = tmp_path / "run", tmp_path / "struck", 20
+    out, struck, timeout_s = tmp_path / "run", tmp_path / "struck", 5
     argv = train_argv(tiny_root, out, dist__timeout_s=timeout_s)
     launch = torchrun(2, argv, fault=("kill", 5, 1), env=launch_env(DDPKIT_FAULT_FILE=str(struck)))
     assert launch.returncode != 0

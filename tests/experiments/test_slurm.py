@@ -29,6 +29,9 @@ START_CLUSTER = Path(__file__).parents[1] / "slurm" / "start_cluster.sh"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 CPU = ("--gpus-per-run", "0", "--time", "5")  # the test cluster has no GPUs; 5 min covers a tiny run
 WAIT_S = 240  # for the jobs of one submission to leave the queue
+# The stopped run's length: long enough that each stop (scancel after the first checkpoint at step 10, USR2 after
+# the resumed run's first row) lands before its end: the stops landed 1-4 steps after they were sent on a busy CPU.
+ITERS = 60
 
 
 def need(condition: bool, why: str) -> None:
@@ -99,7 +102,7 @@ def wait_for_jobs(out: Path, timeout_s: float = WAIT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while set(job_ids(out).values()) & set(slurm.queued_jobs()):
         assert time.monotonic() < deadline, f"jobs still queued after {timeout_s} s:\n{slurm.format_status(out)}"
-        time.sleep(1)
+        time.sleep(0.25)
 
 
 def wait_until(condition, what: str, timeout_s: float = WAIT_S) -> None:
@@ -264,7 +267,7 @@ def test_cancelled_and_preempted_runs_resume_bit_identically(slurm_cluster, canc
     time limit): submitit's hook stops the run, which saves last.pt, and requeues the job. The run ends with the
     weights of the same run trained without a stop, bit for bit; the failed run is reported with its log."""
     spec = write_spec(tmp_path / "long.yaml", tiny_mnist, {"data.batch_size": [20, 5000]}, [0], **{
-        "model.name": "resnet20", "train.iters": 300, "train.eval_every": 20, "train.log_every": 1})
+        "model.name": "resnet20", "train.iters": ITERS, "train.eval_every": 10, "train.log_every": 1})
     out, name = tmp_path / "slurm", "batch_size20_seed0"
     run_dir = out / "runs" / name
     cancel_leftovers.append(out)
@@ -305,4 +308,4 @@ def test_cancelled_and_preempted_runs_resume_bit_identically(slurm_cluster, canc
     summary = json.loads((run_dir / "summary.json").read_text())
     local = json.loads((tmp_path / "local" / "runs" / name / "summary.json").read_text())
     assert (summary["steps"], summary["test_acc_final"]) == (local["steps"], local["test_acc_final"]) == (
-        300, local["test_acc_final"])
+        ITERS, local["test_acc_final"])

@@ -44,15 +44,6 @@ from resnetlab.engine.rundir import LOCK, PAUSE_BEFORE_LOCK
 SHORT = {**FAULT_SETTINGS, "train__iters": 2}  # a run that ends at once (a mistake on old code costs seconds)
 
 
-@pytest.fixture(scope="module")
-def straight(tiny_root, tmp_path_factory) -> Path:
-    """The uninterrupted run (24 steps, checkpoints every 5, top-5 kept) every faulty one must end equal to."""
-    out = tmp_path_factory.mktemp("straight") / "run"
-    done = run_worker("none", 0, cli_args(tiny_root, out, **FAULT_SETTINGS, train__top_k=5))
-    assert done.returncode == 0, done.stderr[-2000:]
-    return out
-
-
 def assert_equal_to(out: Path, straight: Path) -> None:
     """Bit-identical weights and the same metrics rows (each step once) as the uninterrupted run."""
     rows = read_rows(out)
@@ -198,7 +189,7 @@ def test_two_processes_released_at_once_train_one_run(tiny_root, tmp_path, strai
         wait_for(handshake / "paused", *workers)
     for handshake in handshakes:
         (handshake / "go").touch()
-    results = [(w.wait(timeout=300), w.stderr.read()) for w in workers]
+    results = [(w.wait(timeout=300), w.read("stderr")) for w in workers]
     assert sorted(code for code, _ in results) == [0, 2], [err[-1000:] for _, err in results]
     loser = one_line(next(err for code, err in results if code == 2))
     assert "being trained by another process" in loser or "already exists" in loser  # (a loser that woke late)

@@ -31,6 +31,8 @@ milliseconds. On end of input it SIGKILLs the children still running and exits.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import importlib
 import json
 import os
 import select
@@ -169,6 +171,10 @@ def serve() -> None:
     import torchvision  # noqa: F401
 
     import resnetlab.engine.trainer  # noqa: F401
+
+    for optional in ("captum.attr", "onnx", "onnxscript"):  # Grad-CAM and ONNX export, where installed
+        with contextlib.suppress(ImportError):
+            importlib.import_module(optional)
 
     children: dict[int, str] = {}
     pending = b""

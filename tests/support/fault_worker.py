@@ -9,6 +9,7 @@ runs exactly `resnetlab.cli.main(ARGS)`, except that:
   before it is renamed over the checkpoint (the moment a torn write would hurt);
 - pause-step N: after its N-th optimizer step it writes $RESNETLAB_TEST_HANDSHAKE/stepped and waits for
   $RESNETLAB_TEST_HANDSHAKE/go (a handshake: the test decides when it goes on);
+- term-step N: it sends itself SIGTERM right after its N-th optimizer step;
 - nan-step N: after its N-th optimizer step a weight becomes NaN (the next check stops the run);
 - term-data 0: it sends itself SIGTERM as the data starts loading;
 - term-test 0: it sends itself SIGTERM as the final test starts;
@@ -111,6 +112,8 @@ def install(fault: str, n: int) -> None:
         _term_first(resnetlab.cli, "build_parser")
     elif fault == "kill-step":
         _after_step(n, lambda optimizer: _kill())
+    elif fault == "term-step":
+        _after_step(n, lambda optimizer: os.kill(os.getpid(), signal.SIGTERM))
     elif fault == "kill-write":
         replace = os.replace
 

@@ -1,11 +1,11 @@
 """resnetlab never destroys or mixes a user's data (issue 23), shown by real processes with faults injected.
 
-Each test starts `python tests/support/fault_worker.py FAULT N ARGS...` (the real command line) and checks every
-byte on disk afterwards: starting a run over deletes only the run's own files; who trains a folder is decided
-under its lock (a race made exact by handshakes); a checkpoint with a changed byte is refused; a full or
-read-only disk leaves no partial file; git is read without locks; the messages say what is true. The default
-run has one case of each; `-m slow` adds the longer ones (a kill and resume, a second race, every command, the
-full disk, the sweep).
+Each test runs `fault_worker.py FAULT N ARGS...` (the real command line, in a process of its own that
+tests/support/faultkit.py forks from a server that imported torch once) and checks every byte on disk afterwards:
+starting a run over deletes only the run's own files; who trains a folder is decided under its lock (a race made
+exact by handshakes); a checkpoint with a changed byte is refused; a full or read-only disk leaves no partial file;
+git is read without locks; the messages say what is true. The default run has one case of each; `-m slow` adds the
+longer ones (a kill and resume, a second race, every command, the full disk, the sweep).
 """
 
 from __future__ import annotations

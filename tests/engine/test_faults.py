@@ -1,7 +1,8 @@
 """Nothing lost, nothing mixed: the run directory's lock, kills at any moment, a full disk, and one-line errors.
 
-The processes here are real (`python tests/support/fault_worker.py FAULT N train ...`): a fault is a SIGKILL
-after an optimizer step or in the middle of a checkpoint write, or a pause that holds the lock.
+The processes here are real (`fault_worker.py FAULT N train ...`, each forked by tests/support/faultkit.py's server):
+a fault is a SIGKILL after an optimizer step or in the middle of a checkpoint write, or a pause (a handshake) that
+holds the lock.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -142,15 +143,20 @@ def _child(request: dict) -> None:
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the streams a fresh interpreter has)
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.argv = [sys.argv[0], request["fault"], str(request["n"]), *request["argv"]]
     install(request["fault"], int(request["n"]))
     try:
         code = main(request["argv"])
-    except SystemExit as stop:
+    except SystemExit as stop:  # as the interpreter handles it
         code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+        if not isinstance(stop.code, int | None):
+            print(stop.code, file=sys.stderr)
     except BaseException:  # what the interpreter would print before exiting 1
         traceback.print_exc()
         code = 1
-    atexit._run_exitfuncs()  # then end without tearing down every module (the forked heap: seconds of copies)
+    # The interpreter's own ending, less the teardown of every module (in a forked heap: seconds of page copies).
+    threading._shutdown()  # waits for non-daemon threads
+    atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os._exit(code)

@@ -91,7 +91,9 @@ def start_worker(fault: str, n: int, argv: list, *, env: dict[str, str] | None =
                "status": str(files / "status")}
     server.stdin.write(json.dumps(request).encode() + b"\n")
     server.stdin.flush()
-    return Worker(int(server.stdout.readline()), files)
+    pid = server.stdout.readline()
+    assert pid, f"the fork server ended (exit {server.wait()}); its error is above"
+    return Worker(int(pid), files)
 
 
 def run_worker(fault: str, n: int, argv: list, *, env: dict[str, str] | None = None,

@@ -1,11 +1,11 @@
 """resnetlab never destroys or mixes a user's data (issue 23), shown by real processes with faults injected.
 
-Each test starts `python tests/support/fault_worker.py FAULT N ARGS...` (the real command line) and checks every
-byte on disk afterwards: starting a run over deletes only the run's own files; who trains a folder is decided
-under its lock (a race made exact by handshakes); a checkpoint with a changed byte is refused; a full or
-read-only disk leaves no partial file; git is read without locks; the messages say what is true. The default
-run has one case of each; `-m slow` adds the longer ones (a kill and resume, a second race, every command, the
-full disk, the sweep).
+Each test runs `fault_worker.py FAULT N ARGS...` (the real command line, in a process of its own that
+tests/support/faultkit.py forks from a server that imported torch once) and checks every byte on disk afterwards:
+starting a run over deletes only the run's own files; who trains a folder is decided under its lock (a race made
+exact by handshakes); a checkpoint with a changed byte is refused; a full or read-only disk leaves no partial file;
+git is read without locks; the messages say what is true. The default run has one case of each; `-m slow` adds the
+longer ones (a kill and resume, a second race, every command, the full disk, the sweep).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +41,6 @@ from support.faultkit import (
 from resnetlab.engine.rundir import LOCK, PAUSE_BEFORE_LOCK
 
 SHORT = {**FAULT_SETTINGS, "train__iters": 2}  # a run that ends at once (a mistake on old code costs seconds)
-
-
-@pytest.fixture(scope="module")
-def straight(tiny_root, tmp_path_factory) -> Path:
-    """The uninterrupted run (24 steps, checkpoints every 5, top-5 kept) every faulty one must end equal to."""
-    out = tmp_path_factory.mktemp("straight") / "run"
-    done = run_worker("none", 0, cli_args(tiny_root, out, **FAULT_SETTINGS, train__top_k=5))
-    assert done.returncode == 0, done.stderr[-2000:]
-    return out
 
 
 def assert_equal_to(out: Path, straight: Path) -> None:
@@ -198,7 +188,7 @@ def test_two_processes_released_at_once_train_one_run(tiny_root, tmp_path, strai
         wait_for(handshake / "paused", *workers)
     for handshake in handshakes:
         (handshake / "go").touch()
-    results = [(w.wait(timeout=300), w.stderr.read()) for w in workers]
+    results = [(w.wait(timeout=300), w.read("stderr")) for w in workers]
     assert sorted(code for code, _ in results) == [0, 2], [err[-1000:] for _, err in results]
     loser = one_line(next(err for code, err in results if code == 2))
     assert "being trained by another process" in loser or "already exists" in loser  # (a loser that woke late)
@@ -378,22 +368,22 @@ exec {git} "$@"
 """
 
 
-def test_git_is_read_without_locks_and_only_in_the_checkout_one_runs_in(tmp_path):
+def test_git_is_read_without_locks_and_only_in_the_checkout_one_runs_in(tmp_path, monkeypatch):
+    from resnetlab.engine.provenance import git_commit
+
     git = shutil.which("git")
     require(git is not None, "git")
     bin_dir, log = tmp_path / "bin", tmp_path / "git.log"
     bin_dir.mkdir()
     (bin_dir / "git").write_text(FAKE_GIT.format(log=log, git=git))
     (bin_dir / "git").chmod(0o755)
-    env = worker_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    code = "from resnetlab.engine.provenance import git_commit; print(git_commit())"
-    checkout = Path(__file__).resolve().parents[2]
-    outside = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert outside.stdout.strip() == "None" and not log.exists()  # run elsewhere: git is not run at all
-    inside = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True, text=True)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    assert git_commit() is None and not log.exists()  # run elsewhere: git is not run at all
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # this checkout
+    assert git_commit() not in ("", None)
     calls = log.read_text().splitlines()
-    assert inside.stdout.strip() not in ("", "None") and calls
-    assert all("--no-optional-locks" in call and " status" not in call for call in calls), calls
+    assert calls and all("--no-optional-locks" in call and " status" not in call for call in calls), calls
 
 
 # ------------------------------------------------------------------------------------------- 6. true messages

@@ -9,8 +9,9 @@ from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.trainer import train
 
 # An lr of 1e-12 with BatchNorm frozen leaves the predictions as they are: the validation accuracy of the first
-# evaluation is never beaten, so with patience 2 the run stops at the third evaluation (step 3).
-STALLED = {"optim__lr": 1e-12, "train__freeze_bn": True, "train__eval_every": 1, "train__iters": 20,
+# evaluation is never beaten, so with patience 2 the run stops at the third evaluation (step 3); without patience it
+# runs all 5 steps (room for a count started afresh on resume, which would stop at step 4).
+STALLED = {"optim__lr": 1e-12, "train__freeze_bn": True, "train__eval_every": 1, "train__iters": 5,
            "train__patience": 2}
 
 
@@ -21,7 +22,7 @@ def test_patience_stops_the_run_and_it_still_tests(tiny_root, tmp_path):
     assert summary["test_acc"] is not None and (tmp_path / "run" / "summary.json").is_file()
     assert [r["step"] for r in read_rows(tmp_path / "run") if r["val_acc"] is not None] == [1, 2, 3]
     full = train(tiny_config(tiny_root, tmp_path / "full", **{**STALLED, "train__patience": 0}))
-    assert full.summary["steps"] == 20 and full.summary["stopped_early"] is None
+    assert full.summary["steps"] == 5 and full.summary["stopped_early"] is None
 
 
 def test_resume_keeps_the_count(tiny_root, tmp_path):

@@ -1,7 +1,8 @@
 """Nothing lost, nothing mixed: the run directory's lock, kills at any moment, a full disk, and one-line errors.
 
-The processes here are real (`python tests/support/fault_worker.py FAULT N train ...`): a fault is a SIGKILL
-after an optimizer step or in the middle of a checkpoint write, or a pause that holds the lock.
+The processes here are real (`fault_worker.py FAULT N train ...`, each forked by tests/support/faultkit.py's server):
+a fault is a SIGKILL after an optimizer step or in the middle of a checkpoint write, or a pause (a handshake) that
+holds the lock.
 """
 
 from __future__ import annotations
@@ -10,35 +11,34 @@ import errno
 import json
 import os
 import random
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 from support.enginekit import cli_args, read_rows
-from support.faultkit import FAULT_SETTINGS, WORKER, run_worker, same_weights, stray_files, without_timing
+from support.faultkit import (
+    FAULT_SETTINGS,
+    run_worker,
+    same_weights,
+    start_worker,
+    stray_files,
+    wait_for,
+    without_timing,
+    worker_env,
+)
 
 from resnetlab.engine.checkpoint import read_checkpoint
 from resnetlab.engine.rundir import TEMP_MARK
 
 
-@pytest.fixture(scope="module")
-def straight(tiny_root, tmp_path_factory) -> Path:
-    """The uninterrupted run every faulty one must end equal to."""
-    out = tmp_path_factory.mktemp("straight") / "run"
-    assert run_worker("none", 0, cli_args(tiny_root, out, **FAULT_SETTINGS)).returncode == 0
-    return out
-
-
 @pytest.mark.slow
 def test_kills_at_seeded_random_moments_resume_to_bit_identical_weights(tiny_root, tmp_path, straight):
-    """SIGKILL after a random step or during a random checkpoint write (seeded), then --resume until it finishes:
-    the weights and the metrics rows equal the uninterrupted run's, and no temporary file is left."""
+    """SIGKILL during a checkpoint write (the first one, and a later one: the temporary file is left behind) or
+    after a random step mid-epoch (seeded), then --resume until it finishes: the weights and the metrics rows equal
+    the uninterrupted run's, and no temporary file is left. (A kill before the first checkpoint, then --resume:
+    test_data_safety.py::test_starting_over_deletes_only_the_run_files; after a checkpoint, with last.pt torn:
+    test_resume_from_another_checkpoint_when_last_pt_is_corrupt and the --fallback test there.)"""
     rng = random.Random(11)
-    faults = [("kill-step", 2)]  # before the first checkpoint: the run starts over
-    faults += [("kill-write", 1), ("kill-write", rng.randint(2, 5))]  # mid-write: the temp file is left behind
-    faults += [("kill-step", rng.randint(3, 23)) for _ in range(3)]
+    faults = [("kill-write", 1), ("kill-write", rng.randint(2, 5)), ("kill-step", rng.randint(13, 23))]
     outcomes = []
     for i, (fault, n) in enumerate(faults):
         out = tmp_path / f"run{i}"
@@ -52,24 +52,20 @@ def test_kills_at_seeded_random_moments_resume_to_bit_identical_weights(tiny_roo
     assert all(equal and not stray for _, _, equal, stray in outcomes), outcomes
 
 
-@pytest.mark.slow
 def test_a_second_train_on_the_same_out_exits_2_naming_the_holder(tiny_root, tmp_path, straight):
-    out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen([sys.executable, str(WORKER), "hold", "25", *cli_args(tiny_root, out, **FAULT_SETTINGS)],
-                             stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
-    while not (out / "config.yaml").is_file() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    others = [subprocess.Popen([sys.executable, str(WORKER), "none", "0", *argv], stderr=subprocess.PIPE, text=True,
-                               env=env)
-              for argv in (cli_args(tiny_root, out, **{**FAULT_SETTINGS, "model__name": "plain20"}),
-                           [*cli_args(tiny_root, out, **FAULT_SETTINGS), "--resume"])]
-    for other in others:  # both refused while the first one holds the lock (it sleeps 25 s after its first step)
+    out, handshake = tmp_path / "run", tmp_path / "hs"
+    handshake.mkdir()
+    argv = cli_args(tiny_root, out, **FAULT_SETTINGS)
+    first = start_worker("pause-step", 1, argv, env=worker_env(RESNETLAB_TEST_HANDSHAKE=str(handshake)))
+    wait_for(handshake / "stepped", first)  # it holds the lock and waits after its first step
+    others = [start_worker("none", 0, other) for other in (
+        cli_args(tiny_root, out, **{**FAULT_SETTINGS, "model__name": "plain20"}), [*argv, "--resume"])]
+    for other in others:  # both refused while the first one holds the lock
         assert other.wait(timeout=60) == 2 and first.poll() is None
-        err = other.stderr.read()
+        err = other.read("stderr")
         assert f"PID {first.pid}" in err and len(err.strip().splitlines()) == 1, err
-    assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    (handshake / "go").touch()
+    assert first.wait(timeout=300) == 0, first.read("stderr")[-2000:]
     assert same_weights(out, straight)  # the first run alone trained there
     assert json.loads((out / "summary.json").read_text())["model"] == "resnet20"
 

@@ -6,12 +6,11 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 from support.enginekit import cli_args, read_rows, tiny_config
+from support.faultkit import run_worker
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from resnetlab.engine.checkpoint import read_checkpoint, save_checkpoint
@@ -22,20 +21,6 @@ from resnetlab.engine.trainer import train
 from resnetlab.errors import Interrupted
 
 pytestmark = pytest.mark.numeric  # also run with AVX2 kernels only by .ci/run (issue 11)
-
-# Runs the CLI in a fresh process that sends itself a real SIGTERM right after optimizer step N.
-SIGNAL_AT_STEP = """
-import os, signal, sys
-from torch.optim.optimizer import register_optimizer_step_post_hook
-from resnetlab.cli import main
-N, count = int(sys.argv[1]), [0]
-def hook(optimizer, args, kwargs):
-    count[0] += 1
-    if count[0] == N:
-        os.kill(os.getpid(), signal.SIGTERM)
-register_optimizer_step_post_hook(hook)
-sys.exit(main(sys.argv[2:]))
-"""
 
 # Everything that draws random numbers or carries state across steps is on: augmentation, momentum, a
 # changing lr, label smoothing; evaluations at 10, 20 and 24, and the stop at 13 falls between two of them.
@@ -61,11 +46,10 @@ def straight_run(tiny_root, tmp_path_factory):
     return out
 
 
-@pytest.mark.slow  # a fresh interpreter imports torch, torchvision and tensorboard (~10 s on 2 busy cores)
 def test_sigterm_then_resume_is_bit_identical_to_an_uninterrupted_run(tiny_root, tmp_path, straight_run, run_cli):
+    """A real SIGTERM to a `resnetlab train` process right after step 13, then --resume (in this process)."""
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_STEP, "13", *cli_args(tiny_root, out, **RESUME_SETTINGS)],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONHASHSEED": "0"})
+    proc = run_worker("term-step", 13, cli_args(tiny_root, out, **RESUME_SETTINGS))
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
     assert "resume" in proc.stderr
     stopped = read_checkpoint(out / "checkpoints" / "last.pt")

@@ -1,10 +1,20 @@
-"""Real `resnetlab` processes with a fault injected (tests/support/fault_worker.py), and what to check after them."""
+"""Real `resnetlab` processes with a fault injected (tests/support/fault_worker.py), and what to check after them.
+
+Each worker is its own process (own PID, signals, lock, exit status), forked by one fork server per test session
+that imported torch and resnetlab once (`fault_worker.py --serve`): a fresh interpreter would spend ~4 s of each
+worker importing them.
+"""
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,17 +36,72 @@ def worker_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **extra}
 
 
-def run_worker(fault: str, n: int, argv: list, *, env: dict[str, str] | None = None,
-               **kwargs) -> subprocess.CompletedProcess:
-    """Run `resnetlab ARGV` in a new process with `fault` armed; waits for it."""
-    return subprocess.run([sys.executable, str(WORKER), fault, str(n), *map(str, argv)], capture_output=True,
-                          text=True, env=env or worker_env(), timeout=300, **kwargs)
+class Worker:
+    """A running `fault_worker.py FAULT N ARGV` (forked by the server): pid, poll/wait/communicate as Popen's."""
+
+    def __init__(self, pid: int, files: Path) -> None:
+        self.pid, self.files, self.returncode = pid, files, None
+
+    def poll(self) -> int | None:
+        status = self.files / "status"
+        if self.returncode is None and status.exists():
+            self.returncode = int(status.read_text())
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout or 0)
+            time.sleep(0.01)
+        return self.returncode
+
+    def read(self, stream: str) -> str:
+        """What the worker wrote so far on `stream` ("stdout" or "stderr")."""
+        return (self.files / stream).read_text(errors="backslashreplace")
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return self.read("stdout"), self.read("stderr")
 
 
-def start_worker(fault: str, n: int, argv: list, *, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+_server: list = []  # [the server, the folder of the workers' output files]
+
+
+def _fork_server() -> subprocess.Popen:
+    """The session's fork server, started on first use (with one OpenMP thread: OpenMP reads it as torch loads)."""
+    if not _server or _server[0].poll() is not None:
+        server = subprocess.Popen([sys.executable, str(WORKER), "--serve"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, env=worker_env())
+        files = tempfile.mkdtemp(prefix="resnetlab-workers-")
+        atexit.register(shutil.rmtree, files, ignore_errors=True)
+        atexit.register(server.stdin.close)  # end of input: the server kills what still runs and exits
+        _server[:] = [server, files]
+    return _server[0]
+
+
+def start_worker(fault: str, n: int, argv: list, *, env: dict[str, str] | None = None,
+                 cwd: Path | str | None = None) -> Worker:
     """Start `resnetlab ARGV` in a new process with `fault` armed; does not wait."""
-    return subprocess.Popen([sys.executable, str(WORKER), fault, str(n), *map(str, argv)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env or worker_env(), **kwargs)
+    server = _fork_server()
+    files = Path(tempfile.mkdtemp(dir=_server[1]))
+    request = {"fault": fault, "n": n, "argv": [str(a) for a in argv], "cwd": str(cwd or os.getcwd()),
+               "env": env or worker_env(), "stdout": str(files / "stdout"), "stderr": str(files / "stderr"),
+               "status": str(files / "status")}
+    server.stdin.write(json.dumps(request).encode() + b"\n")
+    server.stdin.flush()
+    pid = server.stdout.readline()
+    assert pid, f"the fork server ended (exit {server.wait()}); its error is above"
+    return Worker(int(pid), files)
+
+
+def run_worker(fault: str, n: int, argv: list, *, env: dict[str, str] | None = None,
+               cwd: Path | str | None = None) -> subprocess.CompletedProcess:
+    """Run `resnetlab ARGV` in a new process with `fault` armed; waits for it."""
+    worker = start_worker(fault, n, argv, env=env, cwd=cwd)
+    out, err = worker.communicate(timeout=300)
+    return subprocess.CompletedProcess(argv, worker.returncode, out, err)
 
 
 def require(condition: bool, what: str) -> None:
@@ -53,7 +118,7 @@ def wait_for(path: Path, *processes: subprocess.Popen, timeout: float = 180) -> 
     deadline = time.monotonic() + timeout
     while not path.exists():
         ended = [p for p in processes if p.poll() is not None]
-        assert not ended, f"a worker ended ({ended[0].returncode}) before {path}: {ended[0].stderr.read()[-2000:]}"
+        assert not ended, f"a worker ended ({ended[0].returncode}) before {path}: {ended[0].read('stderr')[-2000:]}"
         assert time.monotonic() < deadline, f"no {path} after {timeout} s"
         time.sleep(0.01)
 

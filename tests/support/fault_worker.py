@@ -176,7 +176,6 @@ def _reap(children: dict[int, str]) -> None:
 def serve() -> None:
     """The fork server (see the module docstring)."""
     import torch  # noqa: F401  (what every command imports, once; nothing runs, so no thread pool to fork)
-    import torchmetrics  # noqa: F401
     import torchvision  # noqa: F401
 
     import resnetlab.engine.trainer  # noqa: F401

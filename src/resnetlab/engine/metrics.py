@@ -3,8 +3,8 @@
 `Metrics.update()` only adds device tensors (no `.item()`, so a GPU step never waits for the host);
 `compute()` reduces across DDP ranks and converts to plain Python numbers. Top-1 / top-5 error are the
 numbers the paper reports (He et al. 2016, Tables 3-6); the per-class table and the confusion matrix are
-what the tutorials print with scikit-learn's `classification_report`, computed here from a torchmetrics
-confusion matrix so they sync across ranks too.
+what the tutorials print with scikit-learn's `classification_report`, computed here from a confusion
+matrix of counts (one `bincount` per batch, all-reduced across ranks in `compute()`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 TOP_K = 5  # the paper's "top-5 error" (ImageNet, Table 4); clipped to the class count for small data sets
 
@@ -48,30 +47,28 @@ class Metrics:
         self.classes = list(classes) if classes is not None else None
         # MPS has no float64; everywhere else float64 keeps a long sum of losses exact enough.
         self._dtype = torch.float32 if self.device.type == "mps" else torch.float64
-        # validate_args=False: the argument checks call .item(), i.e. a host sync per batch.
-        self._confusion = (
-            MulticlassConfusionMatrix(num_classes, validate_args=False).to(self.device) if per_class else None
-        )
+        self._confusion: torch.Tensor | None = None  # (K, K) int64 counts, rows = true class (with per_class)
         self.reset()
 
     def reset(self) -> None:
         """Start a new accumulation (e.g. at each evaluation interval)."""
         self._sums = torch.zeros(4, dtype=self._dtype, device=self.device)
-        if self._confusion is not None:
-            self._confusion.reset()
+        if self.per_class:
+            k = self.num_classes
+            self._confusion = torch.zeros(k, k, dtype=torch.int64, device=self.device)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The running sums (and confusion counts) on the CPU, e.g. for a checkpoint taken mid-interval."""
         state = {"sums": self._sums.detach().cpu().clone()}
         if self._confusion is not None:
-            state["confusion"] = self._confusion.confmat.detach().cpu().clone()
+            state["confusion"] = self._confusion.cpu().clone()
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Continue from `state_dict()` (bit-exact resume of a partly accumulated interval)."""
         self._sums.copy_(state["sums"].to(self._sums))
         if self._confusion is not None and "confusion" in state:
-            self._confusion.confmat.copy_(state["confusion"].to(self._confusion.confmat))
+            self._confusion.copy_(state["confusion"].to(self._confusion))
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor | None = None) -> None:
@@ -108,8 +105,9 @@ class Metrics:
         )
         self._sums[:_COUNT] += batch.to(self.device)
         self._sums[_COUNT] += n  # a Python int: no host sync
-        if self._confusion is not None:
-            self._confusion.update(pred, target)
+        if self._confusion is not None:  # one bincount over true * K + predicted: no host sync
+            k = self.num_classes
+            self._confusion += torch.bincount(target * k + pred, minlength=k * k).view(k, k).to(self.device)
 
     def compute(self, classes: Sequence[str] | None = None) -> dict[str, Any]:
         """Reduce across ranks (when torch.distributed is initialised) and return plain numbers.
@@ -135,7 +133,10 @@ class Metrics:
             "n": n,
         }
         if self._confusion is not None:
-            confusion = self._confusion.compute().cpu().long()  # torchmetrics syncs ranks here
+            confusion = self._confusion.clone()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(confusion)
+            confusion = confusion.cpu()
             names = list(classes) if classes is not None else self.classes
             result.update(classification_report(confusion, names))
         return result

@@ -77,7 +77,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from resnetlab.engine.config import format_config, list_recipes
+    from resnetlab.engine.config import format_config
+    from resnetlab.engine.recipes import list_recipes
     from resnetlab.engine.resume import command_config
 
     if args.list_recipes:

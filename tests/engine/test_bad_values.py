@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from resnetlab.engine.config import load_config
-from resnetlab.engine.recipe_choice import DATA_RECIPES, default_recipe
+from resnetlab.engine.recipes import DATA_RECIPES, default_recipe
 from resnetlab.errors import UserError
 
 

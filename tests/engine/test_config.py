@@ -14,9 +14,9 @@ from resnetlab.engine.config import (
     config_to_dict,
     dump_config,
     format_config,
-    list_recipes,
     load_config,
 )
+from resnetlab.engine.recipes import list_recipes
 from resnetlab.errors import UserError
 
 RECIPES = ["cifar10-fast", "finetune", "fmnist-best", "fmnist-fast", "fmnist-resnet20", "he2016-cifar10",

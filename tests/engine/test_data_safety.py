@@ -38,7 +38,8 @@ from support.faultkit import (
     worker_env,
 )
 
-from resnetlab.engine.rundir import LOCK, PAUSE_BEFORE_LOCK
+from resnetlab.engine.rundir import LOCK
+from resnetlab.engine.runlock import PAUSE_BEFORE_LOCK
 
 SHORT = {**FAULT_SETTINGS, "train__iters": 2}  # a run that ends at once (a mistake on old code costs seconds)
 

@@ -17,7 +17,7 @@ runs exactly `resnetlab.cli.main(ARGS)`, except that:
 - none: nothing.
 
 (The pause between creating a run folder and locking it is the package's own test hook,
-RESNETLAB_TEST_PAUSE_BEFORE_LOCK=DIR, in engine/rundir.py.)
+RESNETLAB_TEST_PAUSE_BEFORE_LOCK=DIR, in engine/runlock.py.)
 
     python tests/support/fault_worker.py --serve
 

@@ -15,7 +15,7 @@ _EXPORTS = {
     "Config": "resnetlab.engine.config",
     "load_config": "resnetlab.engine.config",
     "format_config": "resnetlab.engine.config",
-    "list_recipes": "resnetlab.engine.config",
+    "list_recipes": "resnetlab.engine.recipes",
     "read_checkpoint": "resnetlab.engine.checkpoint",
 }
 
@@ -25,7 +25,8 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from resnetlab.engine.checkpoint import read_checkpoint
-    from resnetlab.engine.config import Config, format_config, list_recipes, load_config
+    from resnetlab.engine.config import Config, format_config, load_config
+    from resnetlab.engine.recipes import list_recipes
     from resnetlab.engine.trainer import RunResult, train
 
 

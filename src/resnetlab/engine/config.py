@@ -20,18 +20,15 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from resnetlab.engine.recipe_choice import DEFAULT_RECIPE, default_recipe
+from resnetlab.engine.recipes import DEFAULT_RECIPE, RECIPE_META_KEYS, default_recipe, resolve_recipe
 from resnetlab.errors import UserError
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_LR = 1e3  # a learning rate beyond this overflows the first step of any net here
-_RECIPE_META_KEYS = ("description", "extends")
 _BOOL_WORDS = {False: ("off", "no", "false"), True: ("on", "yes", "true")}
 
 
@@ -206,71 +203,6 @@ class Config:
     dist: DistConfig = field(default_factory=DistConfig)
 
 
-# ----------------------------------------------------------------------------------------------- recipes
-
-
-def _recipe_dir() -> Path:
-    return Path(str(resources.files("resnetlab") / "recipes"))
-
-
-def list_recipes() -> list[tuple[str, str]]:
-    """The shipped recipes as (name, description), sorted by name."""
-    out = []
-    for path in sorted(_recipe_dir().glob("*.yaml"), key=lambda p: p.stem):
-        data = _read_yaml(path)
-        out.append((path.stem, str(data.get("description", ""))))
-    return out
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not a YAML text file (it holds bytes that are not UTF-8 text)") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a mapping of config sections (model:, data:, optim:, ...)")
-    return data
-
-
-def _recipe_path(recipe: str) -> Path:
-    if recipe.endswith((".yaml", ".yml")) or "/" in recipe:
-        path = Path(recipe).expanduser()
-        if not path.is_file():
-            raise UserError(f"recipe file {recipe} does not exist")
-        return path
-    path = _recipe_dir() / f"{recipe}.yaml"
-    if not path.is_file():
-        names = ", ".join(name for name, _ in list_recipes())
-        raise UserError(f"unknown recipe {recipe!r}; known recipes: {names} (or pass a YAML file)")
-    return path
-
-
-def _resolve_recipe(recipe: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The recipe's nested mapping with its `extends:` chain merged in (the recipe's own keys win)."""
-    if recipe in seen:
-        raise UserError(f"recipe {recipe!r} extends itself (chain: {' -> '.join((*seen, recipe))})")
-    data = _read_yaml(_recipe_path(recipe))
-    base = data.get("extends")
-    merged = _resolve_recipe(str(base), (*seen, recipe)) if base else {}
-    return _merge(merged, {k: v for k, v in data.items() if k not in _RECIPE_META_KEYS})
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 # ---------------------------------------------------------------------------------------- typed values
 
 
@@ -356,7 +288,7 @@ def config_from_dict(data: dict[str, Any], *, base: Config | None = None) -> Con
     """A Config from a nested dict (keys missing from `data` keep their value in `base` or the defaults)."""
     cfg = copy.deepcopy(base) if base is not None else Config()
     for key, value in data.items():
-        if key in _RECIPE_META_KEYS:
+        if key in RECIPE_META_KEYS:
             continue
         if isinstance(value, dict) and _section(cfg, key) is not None:
             for sub, subvalue in value.items():
@@ -429,7 +361,7 @@ def load_config(recipe: str | None, overrides: list[str] | None = None) -> Confi
         UserError: unknown recipe or key, a value of the wrong type, or an impossible setting.
     """
     name = recipe or default_recipe(overrides or [])
-    data = _resolve_recipe(name)
+    data = resolve_recipe(name)
     cfg = config_from_dict(data)
     if "recipe" not in data:
         cfg.recipe = name

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from resnetlab.engine.config import Config
-from resnetlab.engine.rundir import LOCK, lock_run_dir
+from resnetlab.engine.rundir import LOCK
+from resnetlab.engine.runlock import lock_run_dir
 from resnetlab.errors import UserError
 from resnetlab.models.catalog import cifar_spec, model_names, unknown_model_message
 

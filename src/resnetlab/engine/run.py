@@ -35,7 +35,6 @@ from resnetlab.engine.rundir import (
     CHECKPOINTS,
     CONFIG,
     LOCK,
-    RunLock,
     best_checkpoint,
     clear_run,
     last_checkpoint,
@@ -45,6 +44,7 @@ from resnetlab.engine.rundir import (
     truncate_metrics,
     write_config,
 )
+from resnetlab.engine.runlock import RunLock
 from resnetlab.engine.runlog import RunLogger
 from resnetlab.engine.runstate import Clock, TrainState
 from resnetlab.engine.runtime import Session, StopSignals, seed_everything

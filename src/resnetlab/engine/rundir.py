@@ -9,7 +9,7 @@ RUN_DIR/eval_<tag>.json       write_evaluation / read_evaluation (+ confusion_<t
 RUN_DIR/checkpoints/*.pt      written by checkpoint.py through `atomic_write`: BEST (selected on validation), LAST
                               (the latest state, which --resume continues) and the top-k; `checkpoint_file` finds
                               a run's BEST
-RUN_DIR/.lock                 lock_run_dir: held (fcntl) by the one process that trains the run
+RUN_DIR/.lock                 runlock.lock_run_dir: held (fcntl) by the one process that trains the run
 ```
 
 Every file is written to a temporary file in the same folder, fsynced, then renamed over the old one: a reader,
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import fcntl
 import fnmatch
 import io
 import json
@@ -32,7 +31,6 @@ import logging
 import math
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,7 +56,6 @@ RERUN = "run the command again (nothing half-written was left)"
 OWNED_FILES = (CONFIG, METRICS, SUMMARY, LOCK, "report.html")
 OWNED_GLOBS = ("eval_*.json", "confusion_*.csv")
 OWNED_DIRS = {CHECKPOINTS: "*.pt", "plots": "*.png", "tb": "events.out.tfevents.*"}  # folder: its files
-PAUSE_BEFORE_LOCK = "RESNETLAB_TEST_PAUSE_BEFORE_LOCK"  # tests only: a handshake folder (see _test_pause)
 
 
 # ---------------------------------------------------------------------------------------- atomic writes
@@ -389,111 +386,6 @@ def read_evaluation(run_dir: Path, tag: str = "test") -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
-# ------------------------------------------------------------------------------------------------- lock
-
-
-class RunLock:
-    """What `lock_run_dir` did to take the lock: the folders it made and whether it made the lock file."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.made_dirs: list[Path] = []  # made by this process, outermost first
-        self.made_lock = False
-        self.was_empty = False  # RUN_DIR held nothing but the lock file when the lock was taken
-        self.fd: int | None = None
-        self.previous = b""  # what a lock file made before held (the PID of its last holder)
-
-    def undo(self) -> None:
-        """Remove what this process added since it took the lock, when the command is refused: the run files of a
-        folder that was empty then (they are this process's), the lock file and the folders it made, once empty.
-        Anything else is kept; a folder is only ever removed empty."""
-        if self.was_empty:
-            for path in owned_files(self.run_dir):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            _remove_empty_owned_dirs(self.run_dir)
-        if self.made_lock:
-            with contextlib.suppress(OSError):
-                (self.run_dir / LOCK).unlink()
-        elif self.fd is not None:  # a lock file found there gets its old content back: not a byte changes
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
-                os.pwrite(self.fd, self.previous, 0)
-        for folder in reversed(self.made_dirs):
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only when empty: never a tree
-
-
-def _make_dirs(run_dir: Path, lock: RunLock) -> None:
-    """mkdir -p that records the folders this process made (another process may make them at the same time)."""
-    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
-    for folder in reversed(missing):
-        try:
-            folder.mkdir()
-            lock.made_dirs.append(folder)
-        except FileExistsError:
-            pass
-    if os.environ.get(PAUSE_BEFORE_LOCK):
-        _test_pause(Path(os.environ[PAUSE_BEFORE_LOCK]))
-
-
-def _test_pause(handshake: Path) -> None:
-    """Test hook (RESNETLAB_TEST_PAUSE_BEFORE_LOCK=DIR): write DIR/paused, wait for DIR/go (races made exact)."""
-    (handshake / "paused").write_text(f"{os.getpid()}\n")
-    while not (handshake / "go").exists():
-        time.sleep(0.01)
-
-
-@contextlib.contextmanager
-def lock_run_dir(run_dir: Path, what: str = "trained") -> Iterator[RunLock]:
-    """Hold RUN_DIR/.lock (an exclusive fcntl lock) for the body; the OS releases it when the process dies.
-
-    A process that does not get the lock changes nothing (it neither removes nor writes a file). The body decides
-    what the folder holds only once the lock is held; a body that refuses the command calls `RunLock.undo()`.
-
-    Raises:
-        UserError: another live process holds it (the message names its PID).
-    """
-    lock = RunLock(run_dir)
-    try:
-        _make_dirs(run_dir, lock)
-        fd = _open_locked(run_dir, lock, what)
-    except OSError as exc:
-        raise write_error(run_dir / LOCK, exc) from None
-    try:
-        lock.was_empty = not any(p.name != LOCK for p in run_dir.iterdir())
-        lock.fd, lock.previous = fd, os.pread(fd, 64, 0)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield lock
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
-def _open_locked(run_dir: Path, lock: RunLock, what: str) -> int:
-    """The descriptor of RUN_DIR/.lock, locked. A lock file removed by a refused process between our open and our
-    flock is opened again, so two processes never hold two different files."""
-    path = run_dir / LOCK
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            lock.made_lock = True
-        except FileExistsError:
-            fd = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise UserError(f"{run_dir} is being {what} by another process (PID {holder}); wait for it to end, or "
-                            "choose another --out") from None
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        os.close(fd)
-        lock.made_lock = False
-
-
 # ---------------------------------------------------------------------------------- what a run folder holds
 
 
@@ -555,10 +447,10 @@ def clear_run(run_dir: Path) -> None:
                         "away, or choose another --out")
     for path in owned_files(run_dir):
         path.unlink()
-    _remove_empty_owned_dirs(run_dir)
+    remove_empty_owned_dirs(run_dir)
 
 
-def _remove_empty_owned_dirs(run_dir: Path) -> None:
+def remove_empty_owned_dirs(run_dir: Path) -> None:
     for name in OWNED_DIRS:
         folder = run_dir / name
         if folder.is_dir() and not folder.is_symlink():

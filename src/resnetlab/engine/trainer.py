@@ -34,12 +34,11 @@ from resnetlab.engine.run import Run, build_run, checkpoint_state, missing_run_e
 from resnetlab.engine.rundir import (
     BEST,
     LAST,
-    RunLock,
-    lock_run_dir,
     remove_stale_temp_files,
     run_dir_of,
     write_summary,
 )
+from resnetlab.engine.runlock import RunLock, lock_run_dir
 from resnetlab.engine.runlog import running_window
 from resnetlab.engine.runtime import Session, session
 from resnetlab.errors import Interrupted, TrainingFailed, UserError

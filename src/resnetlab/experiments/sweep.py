@@ -53,7 +53,8 @@ from resnetlab.engine.config import Config, load_config
 from resnetlab.engine.devices import physical_cores
 from resnetlab.engine.preflight import check_data_paths, check_memory, check_model_name
 from resnetlab.engine.resume import changed_settings
-from resnetlab.engine.rundir import CONFIG, clear_run, is_finished, lock_run_dir, read_config
+from resnetlab.engine.rundir import CONFIG, clear_run, is_finished, read_config
+from resnetlab.engine.runlock import lock_run_dir
 from resnetlab.engine.trainer import train
 from resnetlab.errors import Interrupted, TrainingFailed, UserError
 from resnetlab.experiments.spec import RunPoint, SweepSpec, expand, load_spec

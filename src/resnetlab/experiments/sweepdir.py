@@ -8,7 +8,7 @@ DIR/logs/<name>.log     output of the runs `--jobs N` starts as subprocesses (`-
 DIR/results.csv         written by reports/sweep_tables.py: one row per finished run
 DIR/results.md          written by reports/sweep_tables.py: mean ± std per grid point, then the figures
 DIR/*.png               written by reports/sweep_figures.py
-DIR/.lock               held (engine/rundir.lock_run_dir) by the one sweep that runs in the directory
+DIR/.lock               held (engine/runlock.lock_run_dir) by the one sweep that runs in the directory
 ```
 """
 

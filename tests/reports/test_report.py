@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support.evalkit import TINY_RUN_OVERRIDES, write_image_folder
 
 from resnetlab.engine.config import dump_config, load_config
+from resnetlab.engine.trainer import train
 from resnetlab.reports.explain import captum_available
 from resnetlab.reports.report import write_report
 
@@ -178,3 +180,20 @@ def test_where_it_ran_wraps_a_long_command_at_1280_px(report_run, chromium, tmp_
     assert any(c["text"] == LONG_COMMAND for c in cells)
     for cell in cells:  # every value inside its section and visible (torch, CPU, threads, ... were blank)
         assert cell["width"] > 20 and cell["right"] <= layout["edge"] + 0.5, (cell, layout["edge"])
+
+
+def test_report_scores_with_the_runs_own_test_time_augmentation(tmp_path) -> None:
+    """A run tested with eval.tta: the report scores best.pt the same way, so its numbers are summary.json's."""
+    data = write_image_folder(tmp_path / "shapes", {"train": 40, "test": 12})
+    cfg = load_config("fmnist-resnet20", [*TINY_RUN_OVERRIDES, f"data.name=imagefolder:{data}", "eval.tta=flip",
+                                          f"train.out_dir={tmp_path / 'run'}"])
+    run = train(cfg).run_dir
+    write_report(run)
+    result = json.loads((run / "eval_test_tta.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert result["tta"] == "flip" and result["acc"] == summary["test_acc"]
+    assert not (run / "eval_test.json").exists()
+    for name in ("confusion_test_tta", "wrong_test_tta", "per_class_test_tta"):
+        assert (run / "plots" / f"{name}.png").is_file(), name
+    page = (run / "report.html").read_text()
+    assert f"top-1 accuracy {100 * result['acc']:.2f}%" in page and "with test-time augmentation (flip)" in page

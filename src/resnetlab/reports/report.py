@@ -24,6 +24,7 @@ from resnetlab.engine.rundir import (
     RERUN,
     atomic_write,
     best_checkpoint,
+    evaluation_tag,
     read_config,
     read_evaluation,
     read_metrics,
@@ -93,46 +94,56 @@ def _attempt(what: str, make: Callable[[], Any], notes: list[str]) -> Any:
         return None
 
 
-def _ensure_pieces(run_dir: Path) -> list[str]:
+def _test_tta(run_dir: Path) -> bool | str:
+    """The run's own test-time augmentation (eval.tta): the report scores best.pt as the run's final test did, so
+    that its numbers are summary.json's."""
+    try:
+        return read_config(run_dir).eval.tta
+    except UserError:
+        return False
+
+
+def _ensure_pieces(run_dir: Path, tta: bool | str) -> list[str]:
     """Generate the evaluation, plots and image grids the report shows; returns notes for what failed."""
     notes: list[str] = []
+    tag = evaluation_tag(SPLIT, tta=tta)
     plot_dir = run_dir / "plots"
     if (run_dir / "metrics.jsonl").is_file():
         _attempt("training curves", lambda: plots.plot_curves(run_dir), notes)
         _attempt("learning-rate plot", lambda: plots.plot_lr(run_dir), notes)
     else:
         notes.append("No training curves: metrics.jsonl is missing.")
-    needed = [run_dir / f"eval_{SPLIT}.json", plot_dir / f"confusion_{SPLIT}.png", plot_dir / f"wrong_{SPLIT}.png"]
-    gradcam = plot_dir / f"gradcam_wrong_{SPLIT}.png"
+    needed = [run_dir / f"eval_{tag}.json", plot_dir / f"confusion_{tag}.png", plot_dir / f"wrong_{tag}.png"]
+    gradcam = plot_dir / f"gradcam_wrong_{tag}.png"
     explainable = captum_available()
-    if not all(p.is_file() for p in needed) or not _evaluation_is_current(run_dir):
+    if not all(p.is_file() for p in needed) or not _evaluation_is_current(run_dir, tag):
         gradcam.unlink(missing_ok=True)  # drawn from the old checkpoint's mistakes
-        _attempt("test-set evaluation", lambda: evaluate_run(run_dir, split=SPLIT, gradcam=explainable), notes)
+        _attempt("test-set evaluation", lambda: evaluate_run(run_dir, split=SPLIT, tta=tta, gradcam=explainable), notes)
     if not gradcam.is_file():
         if not explainable:
             notes.append(f"No Grad-CAM of the wrong test images: it needs captum ({INSTALL_HINT}).")
         elif all(p.is_file() for p in needed):  # evaluated before (resnetlab evaluate): score again for the maps
             _attempt("Grad-CAM of the wrong test images",
-                     lambda: evaluate_run(run_dir, split=SPLIT, gradcam=True), notes)
-    result = read_evaluation(run_dir, SPLIT)
+                     lambda: evaluate_run(run_dir, split=SPLIT, tta=tta, gradcam=True), notes)
+    result = read_evaluation(run_dir, tag)
     if result and "per_class" in result:
-        _attempt("per-class plot", lambda: plots.plot_per_class(result, plot_dir / f"per_class_{SPLIT}.png"), notes)
+        _attempt("per-class plot", lambda: plots.plot_per_class(result, plot_dir / f"per_class_{tag}.png"), notes)
     if not (plot_dir / "train_samples.png").is_file():
         _attempt("training-image grid", lambda: plots.plot_train_samples(run_dir), notes)
     return notes
 
 
-def _evaluation_is_current(run_dir: Path) -> bool:
-    """Whether eval_test.json scored best.pt as it is now (by its sha256); else it is scored again. An evaluation
+def _evaluation_is_current(run_dir: Path, tag: str) -> bool:
+    """Whether eval_<tag>.json scored best.pt as it is now (by its sha256); else it is scored again. An evaluation
     without a checkpoint to compare with (best.pt gone) is kept: there is nothing newer to score."""
-    result = read_evaluation(run_dir, SPLIT)
+    result = read_evaluation(run_dir, tag)
     best = best_checkpoint(run_dir)
     if not best.is_file():
         return True
     if is_current(result, best):
         return True
     recorded = (result or {}).get("step")
-    log.info("report: eval_%s.json scored %s, not %s as it is now; scoring it again", SPLIT,
+    log.info("report: eval_%s.json scored %s, not %s as it is now; scoring it again", tag,
              f"the checkpoint of step {recorded}" if recorded is not None else "another checkpoint", BEST)
     return False
 
@@ -244,7 +255,7 @@ def _section(title: str, body: str, note: str = "") -> str:
     return f"<section><h2>{html.escape(title)}</h2>{note_html}{body}</section>"
 
 
-def _evaluation_sections(run_dir: Path, result: dict[str, Any] | None) -> list[str]:
+def _evaluation_sections(run_dir: Path, result: dict[str, Any] | None, tag: str) -> list[str]:
     plot_dir = run_dir / "plots"
     if not result:
         return []
@@ -253,13 +264,13 @@ def _evaluation_sections(run_dir: Path, result: dict[str, Any] | None) -> list[s
                 f"{100 * result['acc5']:.2f}%, loss {result['loss']:.4f} on {result['n']:,} {SPLIT} images{tta}; "
                 f"checkpoint {Path(str(result.get('checkpoint', '?'))).name}.")
     table = _section("Per-class precision, recall and F1", _per_class_table(result), headline)
-    chart = _section("Per-class scores", _img(plot_dir / f"per_class_{SPLIT}.png", "per-class scores"))
-    confusion = _section("Confusion matrix", _img(plot_dir / f"confusion_{SPLIT}.png", "confusion matrix", True),
+    chart = _section("Per-class scores", _img(plot_dir / f"per_class_{tag}.png", "per-class scores"))
+    confusion = _section("Confusion matrix", _img(plot_dir / f"confusion_{tag}.png", "confusion matrix", True),
                          "Rows are the true class, columns the prediction; colour = fraction of the row.")
-    wrong = _section("Most confidently wrong test images", _img(plot_dir / f"wrong_{SPLIT}.png", "wrong predictions"),
+    wrong = _section("Most confidently wrong test images", _img(plot_dir / f"wrong_{tag}.png", "wrong predictions"),
                      "True and predicted label with the predicted probability, most confident mistakes first.")
     gradcam = _section("Where the model looked in its most confident mistakes (Grad-CAM)",
-                       _img(plot_dir / f"gradcam_wrong_{SPLIT}.png", "Grad-CAM of wrong predictions"),
+                       _img(plot_dir / f"gradcam_wrong_{tag}.png", "Grad-CAM of wrong predictions"),
                        "The same mistakes with the Grad-CAM map of the predicted class over each image (red = the "
                        "evidence for that class; Selvaraju et al. 2017, computed with captum on the last residual "
                        "stage). A map on the background rather than the object points at a spurious cue.")
@@ -267,9 +278,9 @@ def _evaluation_sections(run_dir: Path, result: dict[str, Any] | None) -> list[s
             f'<div class="stack">{wrong}</div>', f'<div class="stack">{gradcam}</div>']
 
 
-def _render(run_dir: Path, notes: list[str]) -> str:
+def _render(run_dir: Path, notes: list[str], tag: str) -> str:
     summary = read_summary(run_dir, strict=False)
-    result = read_evaluation(run_dir, SPLIT)
+    result = read_evaluation(run_dir, tag)
     config_path = run_dir / "config.yaml"
     config = config_path.read_text() if config_path.is_file() else "(config.yaml is missing)"
     model, data = _model_and_data(config)
@@ -296,7 +307,7 @@ def _render(run_dir: Path, notes: list[str]) -> str:
         f"<header><h1>{html.escape(run_dir.name)}</h1><p>{html.escape(model)} on {html.escape(data)} "
         f"&middot; run {status} &middot; {html.escape(str(run_dir.resolve()))}</p></header><main>",
         warn, _kpis(summary, result, run_dir), f'<div class="stack">{curves}</div>',
-        *_evaluation_sections(run_dir, result), f'<div class="stack">{samples}</div>',
+        *_evaluation_sections(run_dir, result, tag), f'<div class="stack">{samples}</div>',
         f'<div class="row stack">{summary_html}{lr}</div>', f'<div class="stack">{provenance_html}</div>',
         f'<div class="stack">{config_html}</div>',
         "</main><footer>written by resnetlab &middot; self-contained: every image is embedded in this file</footer>",
@@ -362,7 +373,8 @@ def write_report(run_dir: Path | str) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir() or not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass the --out of 'resnetlab train'")
-    notes = _ensure_pieces(run_dir)
-    out = atomic_write(run_dir / "report.html", _render(run_dir, notes), rerun=RERUN)
+    tta = _test_tta(run_dir)
+    notes = _ensure_pieces(run_dir, tta)
+    out = atomic_write(run_dir / "report.html", _render(run_dir, notes, evaluation_tag(SPLIT, tta=tta)), rerun=RERUN)
     log.info("wrote %s", out)
     return out

@@ -260,7 +260,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
     d = run.data
     ckpt = {
         "format_version": FORMAT_VERSION,
-        "model": run.net.state_dict(),  # the evaluated network: what evaluate, predict and export load
+        "model": run.net.state_dict(),  # the evaluated network (a hook's replaces it): what evaluate etc. load
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.schedule.state_dict(),
         "scaler": run.scaler.state_dict(),

@@ -301,9 +301,7 @@ class _until_stopped:  # noqa: N801 (used like a function: the loader's batches 
 def _stop_if_signalled(run: Run) -> None:
     """During the final test, a stop signal ends the run with the line of a stop during training: last.pt holds
     the final step, so --resume only tests (as `resnetlab evaluate` would)."""
-    signum = run.stop.signum
-    if run.env.distributed:
-        signum = (signum or int(signal.SIGTERM)) if any_rank(signum is not None, run.device) else None
+    signum = _agreed_signal(run)
     if signum is not None:
         raise Interrupted(signum, _interrupted_message(run, signum))
 
@@ -392,9 +390,7 @@ def _progress_message(run: Run) -> None:
 def _check_finite(run: Run) -> None:
     """Raise TrainingFailed (on every rank) if a loss since the last check, a weight or a BN statistic is NaN/inf."""
     assert run.finite is not None
-    tensors = [t.detach() for t in (*run.net.parameters(), *run.net.buffers()) if t.is_floating_point()]
-    state_ok = torch.stack([t.isfinite().all() for t in tensors]).all()
-    bad = any_rank(not bool(run.finite & state_ok), run.device)
+    bad = any_rank(not bool(run.finite & _weights_finite(run.net)), run.device)
     if bad:
         raise TrainingFailed(f"the loss became NaN or infinite before step {run.state.step} (lr {run.state.lr:.3g})"
                              f"{_saved_state(run)}; lower optim.lr or set train.grad_clip")
@@ -411,19 +407,30 @@ def _saved_state(run: Run) -> str:
 
 def _check_start(run: Run) -> None:
     """A run whose weights are NaN or infinite before its first step fails at once, saying so (no lr is to blame)."""
-    tensors = [t.detach() for t in (*run.net.parameters(), *run.net.buffers()) if t.is_floating_point()]
-    if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+    if not bool(_weights_finite(run.net)):
         raise TrainingFailed(f"the starting weights hold NaN or infinite values (model {run.cfg.model.name}, "
                              f"weights {run.cfg.model.weights or 'initialised'}); nothing was trained or saved")
 
 
+def _weights_finite(net: nn.Module) -> torch.Tensor:
+    """A 0-d bool tensor: every floating-point weight and buffer (BatchNorm statistics) of `net` is finite."""
+    tensors = [t.detach() for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+    return torch.stack([t.isfinite().all() for t in tensors]).all()
+
+
 def _stop_signal(run: Run) -> int | None:
-    """The signal that asks this run to stop, agreed by all ranks (checked every step in one process)."""
+    """The signal that asks this run to stop, agreed by all ranks (checked every step in one process, at the
+    metrics rows under torchrun)."""
+    if run.env.distributed and run.state.step % log_every(run):
+        return None
+    return _agreed_signal(run)
+
+
+def _agreed_signal(run: Run) -> int | None:
+    """This process's stop signal; under torchrun, one all ranks agree on (SIGTERM for a rank that got none)."""
     signum = run.stop.signum
     if not run.env.distributed:
         return signum
-    if run.state.step % log_every(run):
-        return None
     return (signum or int(signal.SIGTERM)) if any_rank(signum is not None, run.device) else None
 
 

@@ -43,7 +43,7 @@ from resnetlab.engine.rundir import LAST, is_finished, last_checkpoint, read_met
 from resnetlab.errors import TrainingFailed, UserError
 from resnetlab.experiments.spec import RunPoint, SweepSpec, expand
 from resnetlab.experiments.sweep import plan, prepare_sweep, train_command
-from resnetlab.experiments.sweepdir import RUNS_DIR, point_dir, read_sweep_spec
+from resnetlab.experiments.sweepdir import point_dir, read_sweep_spec
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def submit_sweep(spec: str | Path, out_dir: str | Path, options: SlurmOptions | 
     todo = [p for p in points if p not in finished and p not in active]
     check_time(time_min, out, todo)
     names = [p.name for p in todo]
-    result = Submission(out, None, names, [n for n in names if _has_checkpoint(out, n)],
+    result = Submission(out, None, names, [p.name for p in todo if _has_checkpoint(out, p)],
                         [n for n in names if n in jobs], [p.name for p in active], [p.name for p in finished],
                         partition.name)
     if not todo:
@@ -333,13 +333,13 @@ def sweep_status(out_dir: str | Path) -> list[RunStatus]:
         if point not in unfinished:
             statuses.append(RunStatus(name, "finished", job))
         elif job is None:
-            statuses.append(RunStatus(name, "not submitted", resumable=_has_checkpoint(out, name)))
+            statuses.append(RunStatus(name, "not submitted", resumable=_has_checkpoint(out, point)))
         elif job in queued:
             state = "running" if queued[job] in RUNNING_STATES else "pending"
             statuses.append(RunStatus(name, state, job, _log_path(out, name, job)))
         else:
             log = _log_path(out, name, job)
-            statuses.append(RunStatus(name, "failed", job, log, _last_line(log), _has_checkpoint(out, name)))
+            statuses.append(RunStatus(name, "failed", job, log, _last_line(log), _has_checkpoint(out, point)))
     return statuses
 
 
@@ -395,8 +395,8 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def _has_checkpoint(out: Path, name: str) -> bool:
-    return last_checkpoint(out / RUNS_DIR / name).is_file()
+def _has_checkpoint(out: Path, point: RunPoint) -> bool:
+    return last_checkpoint(point_dir(out, point)).is_file()
 
 
 def _slurm_command(command: list[str]) -> str:
